@@ -1,0 +1,1 @@
+"""One module per `kiosk` sub-command family; runtime/cli.py assembles them lazily."""
