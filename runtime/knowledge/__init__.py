@@ -1,0 +1,1 @@
+"""The knowledge store: SQLite + sqlite-vec + FTS5, ingestion, chunking and hybrid retrieval."""
