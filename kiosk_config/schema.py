@@ -78,7 +78,7 @@ class ModelsSection(Section):
     """Which prepared model does each job. Ids name manifests in models/."""
 
     embedder: str = "use-multilingual-v3"
-    embedder_backend: Literal["auto", "onnxruntime", "openvino", "numpy"] = "auto"
+    embedder_backend: Literal["auto", "onnxruntime", "openvino"] = "auto"
     embed_batch_size: int = Field(default=32, ge=1, le=1024)
     generator: str = "auto"
     transcriber: str = "whisper-base"
@@ -99,6 +99,21 @@ class KnowledgeSection(Section):
 
     database: Path | None = None  # None: <data_dir>/knowledge/dev.sqlite (used by `kiosk ingest`)
     top_k: int = Field(default=5, ge=1, le=100)
+    # Ingestion limits (docs/ingestion.md): every input file is untrusted.
+    max_file_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, description="larger files are skipped")
+    max_pdf_pages: int = Field(default=2000, ge=1)
+    max_table_rows: int = Field(default=100_000, ge=1, description="CSV/XLSX rows read per file")
+    max_table_cells: int = Field(default=2_000_000, ge=1, description="XLSX/CSV/DOCX table cells per file")
+    max_unzipped_bytes: int = Field(default=256 * 1024 * 1024, ge=1024, description="DOCX/XLSX inflated size cap")
+    max_text_chars: int = Field(default=20_000_000, ge=1000, description="extracted characters per file")
+    parse_timeout_s: float = Field(default=60.0, gt=0, le=3600, description="wall time to parse one file")
+    parse_memory_mb: int = Field(default=2048, ge=128, description="address-space cap of the parse worker")
+    # Chunking (chosen by measurement, see docs/ingestion.md).
+    chunk_max_tokens: int = Field(default=200, ge=16, le=4096)
+    chunk_min_tokens: int = Field(default=40, ge=0, le=4096)
+    chunk_similarity: float = Field(default=0.5, ge=-1.0, le=1.0)
+    chunk_semantic: bool = True
+    chunk_overlap_tokens: int = Field(default=0, ge=0, le=1024)
 
 
 class PacksSection(Section):
