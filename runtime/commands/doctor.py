@@ -1,0 +1,124 @@
+"""`kiosk doctor`: what this box has, which model runs where, and what is missing."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from runtime.cli import get_config
+
+INSTALL_HINTS = {
+    "onnxruntime": "pip install 'onnxruntime>=1.20,<2' (part of the base install)",
+    "openvino": "pip install 'kiosk-assistant[openvino]'",
+    "openvino_genai": "pip install 'kiosk-assistant[openvino]'",
+    "onnxruntime_genai": "pip install 'onnxruntime-genai>=0.6' (optional generator backend)",
+    "ctranslate2": "pip install 'kiosk-assistant[speech]' (faster-whisper brings ctranslate2)",
+    "espeak-ng": "apt-get install espeak-ng (Chinese speech output)",
+}
+
+
+def _model_rows(cfg, caps):
+    from runtime.devices import plan_placement
+    from runtime.errors import KioskError
+    from runtime.inference.loader import prepared_variants
+    from runtime.prepare.manifest import load_manifests
+
+    rows = []
+    try:
+        manifests = load_manifests(cfg.manifest_dir)
+    except KioskError as exc:
+        return [{"model": "?", "error": str(exc)}]
+    for mid, m in sorted(manifests.items()):
+        variants = prepared_variants(cfg.paths.model_cache, m)
+        row = {"model": mid, "task": m.task, "prepared": sorted(variants.values()),
+               "variants": [v.name for v in m.variants]}
+        try:
+            plan = plan_placement(caps, task=m.task, variants=variants, preference=cfg.devices.preference)
+            row["plan"] = [f"{c.backend}/{c.device}" for c in plan]
+        except KioskError as exc:
+            row["plan"] = []
+            row["error"] = exc.message
+        rows.append(row)
+    return rows
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+@click.option("--no-load", is_flag=True, help="Only plan placements; do not load the embedder to confirm.")
+@click.pass_context
+def doctor(ctx: click.Context, as_json: bool, no_load: bool) -> None:
+    """Show what this box has: CPU features, OpenVINO devices, onnxruntime providers,
+    prepared models, which device each model runs on, and what is missing and how to install it.
+
+    The default embedder is loaded (with its device fallback) to show its real
+    placement; pass --no-load to skip that.
+    """
+    from runtime.errors import KioskError
+    from runtime.probe import probe
+
+    cfg = get_config(ctx)
+    report = probe()
+    caps = report.caps
+    models = _model_rows(cfg, caps)
+    placement = None
+    if not no_load:
+        from runtime.inference.loader import load_embedder_placed
+
+        try:
+            emb, placed = load_embedder_placed(cfg, caps)
+            placement = placed.as_dict()
+            emb.close()
+        except KioskError as exc:
+            placement = {"model": cfg.models.embedder, "error": str(exc)}
+    data = {
+        "cpu": {"model": report.cpu_model, "cores": report.cores, "flags": sorted(caps.cpu_flags)},
+        "backends": {b: report.versions.get(b, "yes") for b in sorted(caps.backends)},
+        "openvino_devices": list(caps.openvino_devices),
+        "onnxruntime_providers": list(caps.ort_providers),
+        "missing": {b: {"why": why, "install": INSTALL_HINTS.get(b, "")} for b, why in report.problems.items()},
+        "device_preference": cfg.devices.preference,
+        "model_cache": str(cfg.paths.model_cache),
+        "data_dir": str(cfg.paths.data_dir),
+        "models": models,
+        "embedder_placement": placement,
+    }
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    _print_tables(data)
+
+
+def _print_tables(d: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    con.print(f"[bold]CPU[/]: {d['cpu']['model']} · {d['cpu']['cores']} cores · {' '.join(d['cpu']['flags'])}")
+    con.print(f"[bold]OpenVINO devices[/]: {', '.join(d['openvino_devices']) or 'none'}")
+    con.print(f"[bold]onnxruntime providers[/]: {', '.join(d['onnxruntime_providers']) or 'none'}")
+    con.print(f"[bold]Device preference[/]: {' → '.join(d['device_preference'])}")
+    con.print(f"[bold]Model cache[/]: {d['model_cache']}   [bold]Data[/]: {d['data_dir']}")
+    t = Table(title="Backends")
+    t.add_column("backend")
+    t.add_column("status")
+    for b, v in d["backends"].items():
+        t.add_row(b, f"[green]ok[/] {v}")
+    for b, m in d["missing"].items():
+        t.add_row(b, f"[yellow]missing[/] {m['why']}" + (f"\n  install: {m['install']}" if m["install"] else ""))
+    con.print(t)
+    t = Table(title="Models")
+    for col in ("model", "task", "prepared", "would run on (in order)"):
+        t.add_column(col)
+    for r in d["models"]:
+        prepared = ", ".join(r.get("prepared", [])) or "[yellow]not prepared[/] (kiosk models prepare " + r["model"] + ")"
+        t.add_row(r["model"], r.get("task", ""), prepared, " → ".join(r.get("plan", [])) or r.get("error", "—"))
+    con.print(t)
+    p = d["embedder_placement"]
+    if p:
+        if "error" in p:
+            con.print(f"[bold]Embedder[/] {p['model']}: [red]{p['error']}[/]")
+        else:
+            tried = "; ".join(f"{a['backend']}/{a['device']} {'ok' if a['ok'] else 'failed: ' + a['error']}"
+                              for a in p["attempts"])
+            con.print(f"[bold]Embedder[/] {p['model']} runs on [green]{p['backend']}/{p['device']}[/] ({tried})")
