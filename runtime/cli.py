@@ -115,7 +115,7 @@ def get_config(ctx: click.Context):  # -> KioskConfig (imported lazily: keeps --
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        cli.main(args=argv, prog_name="kiosk", standalone_mode=False)
+        rc = cli.main(args=argv, prog_name="kiosk", standalone_mode=False)
     except KioskError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         return 2
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

@@ -82,6 +82,11 @@ class ModelFile(_Strict):
     def _safe_name(self) -> ModelFile:
         if self.name.startswith("/") or ".." in Path(self.name).parts:
             raise ValueError(f"file name {self.name!r} must stay inside the model folder")
+        for part in self.parts:
+            if not part or part.startswith("/") or "\\" in part or ".." in part.split("/"):
+                raise ValueError(
+                    f"part {part!r} must be a relative path inside the source, with '/' separators"
+                )
         return self
 
 
@@ -93,6 +98,13 @@ class Variant(_Strict):
     precision: str
     recipe: str
     options: dict[str, Any] = Field(default_factory=dict)
+    optional: bool = False  # prepared only when named with `kiosk models prepare --variant`
+
+    @model_validator(mode="after")
+    def _not_reserved(self) -> Variant:
+        if self.name == "files":
+            raise ValueError("variant name 'files' is reserved for the assembled source files")
+        return self
 
 
 class ModelManifest(_Strict):
@@ -106,6 +118,20 @@ class ModelManifest(_Strict):
     files: tuple[ModelFile, ...] = Field(min_length=1)
     variants: tuple[Variant, ...] = Field(min_length=1)
     notes: str = ""
+    # prepared by a bare `kiosk models prepare` (generation: when [models] generator = "auto")
+    default: bool = False
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ModelManifest:
+        if self.id == "downloads":
+            raise ValueError("model id 'downloads' is reserved for the cache's download folder")
+        for what, names in (
+            ("file", [f.name for f in self.files]),
+            ("variant", [v.name for v in self.variants]),
+        ):
+            if len(set(names)) != len(names):
+                raise ValueError(f"each {what} name may appear once")
+        return self
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:

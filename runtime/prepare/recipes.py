@@ -38,6 +38,8 @@ class RecipeContext:
     threads: int = 2
     report: Callable[[str], None] = print  # one line of progress for the user
     options: dict[str, Any] = field(default_factory=dict)
+    # Versions of the tools the recipe used ({"openvino": "2025.3.0"}); recorded in PREPARED.json.
+    tool_versions: dict[str, str] = field(default_factory=dict)
 
     def source(self, name: str) -> Path:
         return self.files_dir / name
