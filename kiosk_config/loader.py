@@ -1,7 +1,10 @@
 """Load the kiosk config: a TOML file, then ``KIOSK_*`` environment overrides, then validation.
 
 Overrides name a key by its table and field joined with a double underscore:
-``KIOSK_SERVER__PORT=9000`` sets ``[server] port``. A value is read as JSON when
+``KIOSK_SERVER__PORT=9000`` sets ``[server] port``. Only names with a double
+underscore are overrides (a misspelt table or key in one is an error); other
+``KIOSK_*`` variables belong to the scripts and are left alone, except the
+two folder shorthands ``KIOSK_DATA_DIR`` and ``KIOSK_MODEL_CACHE``. A value is read as JSON when
 it parses (numbers, booleans, lists), otherwise as a plain string.
 ``KIOSK_CONFIG`` names the config file when no path is given.
 """
@@ -22,7 +25,6 @@ from runtime.errors import ConfigError
 from .schema import KioskConfig
 
 ENV_PREFIX = "KIOSK_"
-_RESERVED_ENV = {"KIOSK_CONFIG", "KIOSK_MODEL_CACHE", "KIOSK_DATA_DIR"}
 MAX_CONFIG_BYTES = 1024 * 1024
 
 DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent / "kiosk.toml"
@@ -53,7 +55,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name in _RESERVED_ENV:
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         parts = name[len(ENV_PREFIX) :].lower().split("__")
         if len(parts) != 2 or not all(parts):

@@ -47,8 +47,12 @@ def test_env_overrides_win_and_bad_env_is_named(tmp_path):
                                   "KIOSK_MODEL_CACHE": str(tmp_path / "mc")})
     assert cfg.server.port == 9100 and cfg.devices.preference == ["CPU"]
     assert cfg.paths.model_cache == tmp_path / "mc"
-    with pytest.raises(ConfigError, match="KIOSK_PORT does not name a config key"):
-        load_config(p, environ={"KIOSK_PORT": "1"})
+    with pytest.raises(ConfigError, match="KIOSK_SERVER__PORT__X does not name a config key"):
+        load_config(p, environ={"KIOSK_SERVER__PORT__X": "1"})
+    with pytest.raises(ConfigError, match="servr"):
+        load_config(p, environ={"KIOSK_SERVR__PORT": "1"})
+    # script variables without a double underscore are not config keys
+    assert load_config(p, environ={"KIOSK_REQUIRE_MODELS": "1", "KIOSK_VENV": "/x"}).server.port == 9000
     with pytest.raises(ConfigError, match=r"KIOSK_\* environment"):
         load_config(p, environ={"KIOSK_SERVER__PORT": "many"})
 
