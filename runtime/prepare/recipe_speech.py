@@ -31,12 +31,15 @@ def _place(src: Path, dst: Path) -> None:
 
 @recipe("whisper-ct2")
 def whisper_ct2(ctx: RecipeContext) -> None:
-    """CTranslate2 Whisper folder + a smoke transcription of one second of tone at the variant's precision."""
+    """CTranslate2 Whisper folder + a smoke transcription of one second of tone at the variant's
+    precision."""
     for name in WHISPER_FILES:
         src = ctx.source(name)
         if not src.is_file():
-            raise ModelRecipeError(f"model {ctx.manifest.id}: source file {name} is missing from {ctx.files_dir}",
-                                   hint=f"list {name} under [[files]] in models/{ctx.manifest.id}.toml")
+            raise ModelRecipeError(
+                f"model {ctx.manifest.id}: source file {name} is missing from {ctx.files_dir}",
+                hint=f"list {name} under [[files]] in models/{ctx.manifest.id}.toml",
+            )
         _place(src, ctx.out_dir / name)
     compute_type = str(ctx.variant.options.get("compute_type", ctx.variant.precision))
     ctx.report(f"{ctx.manifest.id}: loading with CTranslate2 ({compute_type}) for a smoke run")
@@ -49,7 +52,9 @@ def whisper_ct2(ctx: RecipeContext) -> None:
         segments, info = model.transcribe(tone, language="en", beam_size=1, without_timestamps=True)
         list(segments)
     except Exception as exc:  # CTranslate2 raises plain RuntimeError/ValueError
-        raise ModelRecipeError(f"model {ctx.manifest.id}: smoke transcription failed: {exc}") from exc
+        raise ModelRecipeError(
+            f"model {ctx.manifest.id}: smoke transcription failed: {exc}"
+        ) from exc
     ctx.report(f"{ctx.manifest.id}: smoke run ok ({info.duration:.1f} s of audio)")
 
 
@@ -63,5 +68,9 @@ def hibari_voice(ctx: RecipeContext) -> None:
     synth = HibariSynthesizer(ctx.out_dir / name, model_id=ctx.manifest.id, threads=1)
     audio = synth.synthesize("Ready.", language="en")
     if audio.samples.size < audio.sample_rate // 10:
-        raise ModelRecipeError(f"model {ctx.manifest.id}: smoke synthesis produced {audio.samples.size} samples")
-    ctx.report(f"{ctx.manifest.id}: smoke synthesis ok ({audio.samples.size / audio.sample_rate:.2f} s)")
+        raise ModelRecipeError(
+            f"model {ctx.manifest.id}: smoke synthesis produced {audio.samples.size} samples"
+        )
+    ctx.report(
+        f"{ctx.manifest.id}: smoke synthesis ok ({audio.samples.size / audio.sample_rate:.2f} s)"
+    )

@@ -1,0 +1,475 @@
+"""The transcriber: faster-whisper (CTranslate2) with the decoding settings chosen for short
+questions.
+
+What differs from calling ``WhisperModel.transcribe`` with its defaults, and why
+(numbers in docs/speech.md, from scripts/bench/asr.py):
+
+- Silence is trimmed first with faster-whisper's bundled Silero VAD; audio with
+  no speech returns an empty transcript without running the model at all.
+- The encoder runs once per 30 s window. The language is read from that same
+  encoder output and chosen only among the kiosk's configured languages
+  (plain faster-whisper encodes twice when it detects, and may answer "ja" or
+  "yue" for a Mandarin question).
+- Greedy decoding (beam 1), no timestamp tokens, temperature fallback only when
+  a decode looks like a loop or has low confidence.
+- A per-language prompt biases recognition toward the active pack's vocabulary
+  (product, place and department names) and, for Chinese, toward the kiosk's
+  script.
+- The text is normalised (script, numbers) before it leaves: see
+  runtime/speech/normalize.py.
+
+faster-whisper is imported lazily; nothing here reaches the network (the model
+is always a local folder, never a hub name).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from runtime.errors import (
+    AudioLimitError,
+    BackendUnavailableError,
+    InferenceError,
+    ModelNotPreparedError,
+)
+from runtime.inference.base import Transcriber, Transcript
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+VARIANT = "ct2-int8"
+FULL_WINDOW = 3000  # mel frames in whisper's trained 30 s window
+_NOT_WORD = re.compile(r"[\W_]+")
+_REPEAT = re.compile(r"(\w{4,}?)\1")
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """Decoding knobs; :meth:`from_config` reads [speech], :data:`PLAIN_DEFAULTS` is faster-
+    whisper's own."""
+
+    beam_size: int = 1
+    temperatures: tuple[float, ...] = (0.0, 0.4, 0.8)
+    without_timestamps: bool = True
+    vad_trim: bool = True
+    vad_threshold: float = 0.5
+    fixed_encode: bool = True  # one encoder pass shared by language choice and decoding
+    short_window: bool = True  # encode only the speech plus window_pad_s, not a fixed 30 s window
+    window_pad_s: float = 2.0
+    compression_ratio_threshold: float | None = 2.4
+    log_prob_threshold: float | None = -1.0
+    no_speech_threshold: float | None = 0.6
+    normalize_loudness: bool = (
+        False  # measured: scaling quiet AISHELL clips up did not help whisper
+    )
+    max_new_tokens: int | None = 128  # a spoken question is short; a runaway decode stops here
+
+    @classmethod
+    def from_config(cls, speech) -> DecodeSettings:  # speech: SpeechSection
+        return cls(
+            beam_size=speech.beam_size,
+            temperatures=tuple(speech.temperatures),
+            without_timestamps=speech.without_timestamps,
+            vad_trim=speech.vad_trim,
+            vad_threshold=speech.vad_threshold,
+            short_window=speech.short_window,
+            window_pad_s=speech.window_pad_seconds,
+        )
+
+
+# faster-whisper 1.2.1's transcribe() defaults, for side-by-side benchmarks.
+PLAIN_DEFAULTS = DecodeSettings(
+    beam_size=5,
+    temperatures=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
+    without_timestamps=False,
+    vad_trim=False,
+    fixed_encode=False,
+    short_window=False,
+    normalize_loudness=False,
+    max_new_tokens=None,
+)
+
+
+def load_whisper_model(folder: Path, *, compute_type: str = "int8", threads: int = 2):
+    """A faster_whisper.WhisperModel from a local CTranslate2 folder (never a hub name)."""
+    try:
+        from faster_whisper import WhisperModel
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"faster-whisper is not installed ({exc.name})",
+            hint="pip install 'kiosk-assistant[speech]'",
+        ) from None
+    folder = Path(folder)
+    if not (folder / "model.bin").is_file():
+        raise ModelNotPreparedError(
+            f"no CTranslate2 model.bin in {folder}", hint="run: kiosk models prepare whisper-base"
+        )
+    try:
+        return WhisperModel(
+            str(folder),
+            device="cpu",
+            compute_type=compute_type,
+            cpu_threads=threads,
+            num_workers=1,
+            local_files_only=True,
+        )
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise InferenceError(
+            f"whisper model in {folder} failed to load: {exc}",
+            hint="run: kiosk models prepare whisper-base --force",
+        ) from exc
+
+
+def build_prompt(
+    language: str, vocabulary: Sequence[str], *, script: str, max_chars: int
+) -> str | None:
+    """The decoder prompt for one language: as many vocabulary terms as fit, or None.
+
+    Only the pack's own terms, written in the kiosk's script, go in. A fixed cue
+    sentence (the well-known "以下是普通话的句子。") was tried and dropped: on unclear
+    audio whisper repeats it as the transcript (seen on espeak-ng speech).
+    """
+    if max_chars <= 0:
+        return None
+    sep = "、" if language == "zh" else ", "
+    terms: list[str] = []
+    length = 0
+    for term in vocabulary:
+        term = " ".join(term.split())
+        if language == "zh":
+            from runtime.speech.normalize import convert_script
+
+            term = convert_script(term, script)  # type: ignore[arg-type]
+        if not term or term in terms:
+            continue
+        if length + len(sep) + len(term) > max_chars:
+            break
+        terms.append(term)
+        length += len(sep) + len(term)
+    if not terms:
+        return None
+    return sep.join(terms) + ("。" if language == "zh" else ".")
+
+
+def is_prompt_echo(text: str, prompt: str | None) -> bool:
+    """Whisper sometimes answers unclear audio by repeating its prompt; such a transcript is
+    dropped."""
+    if not prompt or not text:
+        return False
+    strip = str.maketrans("", "", "、，,。.!！?？ ")
+    t, p = text.translate(strip), prompt.translate(strip)
+    return len(t) >= 4 and t in p
+
+
+@dataclass
+class TimedTranscript:
+    """A transcript with where the time went (for benchmarks and logs)."""
+
+    transcript: Transcript
+    raw_text: str
+    vad_ms: float = 0.0
+    encode_ms: float = 0.0
+    decode_ms: float = 0.0
+    language_probs: dict[str, float] = field(default_factory=dict)
+    window_frames: int = 3000  # mel frames the encoder saw (100 a second)
+    fell_back: bool = False  # the short window looked wrong and the full window was decoded
+
+
+class WhisperTranscriber(Transcriber):
+    """faster-whisper with VAD trimming, restricted language choice, vocabulary prompt and
+    normalised text."""
+
+    backend = "ctranslate2"
+    device = "CPU"
+
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        model_id: str = "whisper-base",
+        languages: Sequence[str] = ("zh", "en"),
+        settings: DecodeSettings | None = None,
+        compute_type: str = "int8",
+        threads: int = 2,
+        script: str = "simplified",
+        number_form: str = "arabic",
+        prompt_max_chars: int = 160,
+        max_audio_seconds: float = 30.0,
+    ) -> None:
+        self.model_id = model_id
+        self.model_dir = Path(model_dir)
+        self.languages = tuple(languages)
+        self.settings = settings or DecodeSettings()
+        self.script = script
+        self.number_form = number_form
+        self.prompt_max_chars = prompt_max_chars
+        self.max_audio_seconds = max_audio_seconds
+        self._model = load_whisper_model(self.model_dir, compute_type=compute_type, threads=threads)
+        self._vocabulary: tuple[str, ...] = ()
+        self._prompts: dict[str, str | None] = {}
+        self.set_vocabulary(())
+
+    @classmethod
+    def from_config(cls, cfg, *, settings: DecodeSettings | None = None) -> WhisperTranscriber:
+        from runtime.prepare.cache import prepared_variant_dir
+
+        folder = prepared_variant_dir(cfg.paths.model_cache, cfg.models.transcriber, VARIANT)
+        sp = cfg.speech
+        return cls(
+            folder,
+            model_id=cfg.models.transcriber,
+            languages=cfg.kiosk.languages,
+            settings=settings or DecodeSettings.from_config(sp),
+            compute_type=sp.compute_type,
+            threads=cfg.devices.threads,
+            script=cfg.kiosk.chinese_script,
+            number_form=sp.number_form,
+            prompt_max_chars=sp.prompt_max_chars,
+            max_audio_seconds=sp.max_audio_seconds,
+        )
+
+    # -- vocabulary ---------------------------------------------------------------------
+    def set_vocabulary(self, terms: Iterable[str]) -> None:
+        """Bias recognition toward these names (from the active pack); call again when the pack
+        changes."""
+        self._vocabulary = tuple(terms)
+        self._prompts = {
+            lang: build_prompt(
+                lang, self._vocabulary, script=self.script, max_chars=self.prompt_max_chars
+            )
+            for lang in ("zh", "en")
+        }
+
+    # -- the pieces ---------------------------------------------------------------------
+    def trim_silence(self, audio: np.ndarray) -> np.ndarray:
+        """Speech regions only (Silero VAD bundled with faster-whisper), joined; empty when there is
+        none."""
+        from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
+
+        opts = VadOptions(
+            threshold=self.settings.vad_threshold, min_silence_duration_ms=500, speech_pad_ms=200
+        )
+        chunks = get_speech_timestamps(audio, opts, sampling_rate=SAMPLE_RATE)
+        if not chunks:
+            return audio[:0]
+        pieces, _ = collect_chunks(audio, chunks, sampling_rate=SAMPLE_RATE)
+        return np.concatenate(pieces).astype(np.float32, copy=False)
+
+    def choose_language(self, encoder_output) -> tuple[str, dict[str, float]]:
+        """The most likely of the configured languages, from an encoder output already computed."""
+        results = self._model.model.detect_language(encoder_output)[0]
+        probs = {token[2:-2]: prob for token, prob in results}
+        allowed = {lang: probs.get(lang, 0.0) for lang in self.languages}
+        return max(allowed, key=allowed.__getitem__), allowed
+
+    def _options(self, prompt: str | None):
+        from faster_whisper.transcribe import TranscriptionOptions
+
+        s = self.settings
+        return TranscriptionOptions(
+            beam_size=s.beam_size,
+            best_of=5,
+            patience=1.0,
+            length_penalty=1.0,
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+            log_prob_threshold=s.log_prob_threshold,
+            no_speech_threshold=s.no_speech_threshold,
+            compression_ratio_threshold=s.compression_ratio_threshold,
+            condition_on_previous_text=True,
+            prompt_reset_on_temperature=0.5,
+            temperatures=list(s.temperatures),
+            initial_prompt=prompt,
+            prefix=None,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+            without_timestamps=s.without_timestamps,
+            max_initial_timestamp=1.0,
+            word_timestamps=False,
+            prepend_punctuations="\"'“¿([{-",
+            append_punctuations="\"'.。,，!！?？:：”)]}、",
+            multilingual=False,
+            max_new_tokens=s.max_new_tokens,
+            clip_timestamps="0",
+            hallucination_silence_threshold=None,
+            hotwords=None,
+        )
+
+    def _check_length(self, audio: np.ndarray) -> None:
+        if audio.ndim != 1:
+            raise AudioLimitError(
+                f"audio for {self.model_id} must be mono (got shape {audio.shape})",
+                hint="decode with runtime.speech.audio, which mixes down to mono",
+            )
+        seconds = audio.size / SAMPLE_RATE
+        if seconds > self.max_audio_seconds:
+            raise AudioLimitError(
+                f"audio is {seconds:.1f} s; "
+                f"the transcriber's limit is {self.max_audio_seconds:g} s",
+                hint="cut the recording, or raise [speech] max_audio_seconds",
+            )
+
+    def _window_frames(self, content_frames: int) -> int:
+        """Encoder window: the speech plus a pad, in whole seconds, at most the trained 30 s."""
+        s = self.settings
+        if not (s.fixed_encode and s.short_window):
+            return FULL_WINDOW
+        frames = int(np.ceil((content_frames + s.window_pad_s * 100) / 100.0)) * 100
+        return min(FULL_WINDOW, frames)
+
+    def _encode(self, features: np.ndarray, frames: int):
+        """Encoder output for the first ``frames`` mel frames (zero-padded like faster-whisper's
+        pad_or_trim)."""
+        x = np.zeros((features.shape[0], frames), np.float32)
+        n = min(frames, features.shape[1])
+        x[:, :n] = features[:, :n]
+        return self._model.encode(x)
+
+    def _looks_wrong(self, segments, speech_seconds: float) -> bool:
+        """A decode to distrust: temperature fallback used, loop-like, low confidence, or too many
+        tokens."""
+        s = self.settings
+        tokens = sum(len(seg.tokens) for seg in segments)
+        if tokens > 10 * speech_seconds + 10:  # nobody says 10 tokens a second: a repetition loop
+            return True
+        compact = _NOT_WORD.sub("", "".join(seg.text for seg in segments))
+        if _REPEAT.search(compact):  # "广州市佛地产广州市佛地产": the same 4+ characters twice in a row
+            return True
+        for seg in segments:
+            if seg.temperature and seg.temperature > 0:
+                return True
+            if (
+                s.compression_ratio_threshold
+                and seg.compression_ratio > s.compression_ratio_threshold
+            ):
+                return True
+            if s.log_prob_threshold is not None and seg.avg_logprob < s.log_prob_threshold:
+                return True
+        return False
+
+    # -- the one job --------------------------------------------------------------------
+    def transcribe_timed(
+        self,
+        audio: np.ndarray,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        trim: bool | None = None,
+    ) -> TimedTranscript:
+        """Transcribe 16 kHz mono float32 audio, reporting the time spent in each stage.
+
+        ``trim=False`` skips the VAD pass (a streaming session has already cut the utterance).
+        """
+        from faster_whisper.tokenizer import Tokenizer
+
+        self._check_length(audio)
+        audio = np.asarray(audio, dtype=np.float32)
+        duration = audio.size / SAMPLE_RATE
+        s = self.settings
+        if language is not None and language not in self.languages:
+            raise InferenceError(
+                f"language {language!r} is not one of the kiosk's languages {self.languages}",
+                hint="set [kiosk] languages, or leave the language to detection",
+            )
+        t0 = time.perf_counter()
+        if s.normalize_loudness:
+            from runtime.speech.audio import normalize_loudness
+
+            audio = normalize_loudness(audio)
+        if s.vad_trim if trim is None else trim:
+            audio = self.trim_silence(audio)
+            if audio.size < SAMPLE_RATE // 10:
+                empty = Transcript(
+                    text="", language=language or self.languages[0], duration_s=duration
+                )
+                return TimedTranscript(empty, "", vad_ms=(time.perf_counter() - t0) * 1e3)
+        t1 = time.perf_counter()
+        model = self._model
+        try:
+            features = model.feature_extractor(audio)
+            encoder_output = None
+            probs: dict[str, float] = {}
+            window = self._window_frames(features.shape[1])
+            if s.fixed_encode:
+                encoder_output = self._encode(features, window)
+            if language is None and len(self.languages) == 1:
+                language = self.languages[0]
+            elif language is None:
+                if encoder_output is None:  # plain path: faster-whisper's own detection pass
+                    _, _, all_probs = model.detect_language(features=features)
+                    allowed = {lang: dict(all_probs).get(lang, 0.0) for lang in self.languages}
+                    language, probs = max(allowed, key=allowed.__getitem__), allowed
+                else:
+                    language, probs = self.choose_language(encoder_output)
+            t2 = time.perf_counter()
+            if prompt is None and s.fixed_encode:
+                prompt = self._prompts.get(language)
+            tokenizer = Tokenizer(
+                model.hf_tokenizer,
+                model.model.is_multilingual,
+                task="transcribe",
+                language=language,
+            )
+            segments = list(
+                model.generate_segments(
+                    features, tokenizer, self._options(prompt), False, encoder_output
+                )
+            )
+            fell_back = False
+            if window < FULL_WINDOW and self._looks_wrong(segments, audio.size / SAMPLE_RATE):
+                # The short window is a shortcut whisper was not trained for: when the result looks
+                # like a loop or a low-confidence guess, decode again with the full 30 s window.
+                log.info(
+                    "short-window decode looked wrong (%r); decoding with the full window",
+                    "".join(seg.text for seg in segments)[:80],
+                )
+                fell_back = True
+                window = FULL_WINDOW
+                encoder_output = self._encode(features, FULL_WINDOW)
+                segments = list(
+                    model.generate_segments(
+                        features, tokenizer, self._options(prompt), False, encoder_output
+                    )
+                )
+        except (RuntimeError, ValueError) as exc:
+            raise InferenceError(
+                f"{self.model_id} failed while transcribing {duration:.1f} s of audio: {exc}"
+            ) from exc
+        t3 = time.perf_counter()
+        raw = "".join(seg.text for seg in segments).strip()
+        if is_prompt_echo(raw, prompt):
+            log.info("dropped a transcript that repeats the vocabulary prompt: %r", raw)
+            raw = ""
+        text = raw
+        if self.number_form != "raw":
+            from runtime.speech.normalize import normalize_transcript
+
+            text = normalize_transcript(raw, script=self.script, number_form=self.number_form)  # type: ignore[arg-type]
+        transcript = Transcript(
+            text=text,
+            language=language,
+            duration_s=duration,
+            segments=tuple((seg.start, seg.end, seg.text.strip()) for seg in segments),
+        )
+        return TimedTranscript(
+            transcript,
+            raw,
+            vad_ms=(t1 - t0) * 1e3,
+            encode_ms=(t2 - t1) * 1e3,
+            decode_ms=(t3 - t2) * 1e3,
+            language_probs=probs,
+            window_frames=window,
+            fell_back=fell_back,
+        )
+
+    def transcribe(
+        self, audio: np.ndarray, *, language: str | None = None, prompt: str | None = None
+    ) -> Transcript:
+        return self.transcribe_timed(audio, language=language, prompt=prompt).transcript

@@ -1,0 +1,243 @@
+"""The streaming session's state machine, limits and events, with a fake transcriber and an energy
+VAD.
+
+The real Silero VAD and whisper run the same session in tests/integration/test_asr_real.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runtime.errors import AudioFormatError, AudioLimitError, AudioStreamError
+from runtime.inference.base import Transcriber, Transcript
+from runtime.speech.audio import float_to_pcm16
+from runtime.speech.streaming import SpeechEvent, StreamingSession, StreamSettings
+
+RATE = 16000
+
+
+class CountingTranscriber(Transcriber):
+    """Says how much audio it got and how loud its first 50 ms were, and records every call."""
+
+    model_id = "fake"
+    backend = "numpy"
+    device = "CPU"
+
+    def __init__(self) -> None:
+        self.calls: list[np.ndarray] = []
+
+    def transcribe(self, audio, *, language=None, prompt=None) -> Transcript:
+        self.calls.append(audio.copy())
+        return Transcript(
+            text=f"heard {audio.size / RATE:.2f}s",
+            language=language or "en",
+            duration_s=audio.size / RATE,
+        )
+
+
+def energy_vad(samples: np.ndarray) -> np.ndarray:
+    windows = samples.reshape(-1, 512)
+    return (np.sqrt((windows**2).mean(axis=1)) > 0.05).astype(np.float32)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def speech(seconds: float) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * RATE), np.float32)
+
+
+def run(
+    session: StreamingSession, clock: Clock, audio: np.ndarray, chunk_ms: int = 20
+) -> list[SpeechEvent]:
+    pcm = float_to_pcm16(audio).tobytes()
+    step = RATE * 2 * chunk_ms // 1000
+    events = []
+    for i in range(0, len(pcm), step):
+        clock.now += chunk_ms / 1000  # paced like a microphone
+        events.extend(session.feed(pcm[i : i + step]))
+    return events
+
+
+def make(settings: StreamSettings | None = None):
+    clock = Clock()
+    tr = CountingTranscriber()
+    return (
+        StreamingSession(tr, settings or StreamSettings(), vad=energy_vad, clock=clock),
+        tr,
+        clock,
+    )
+
+
+def test_partials_come_before_the_final_and_silence_ends_the_utterance():
+    session, tr, clock = make(StreamSettings(partial_interval_ms=500, endpoint_silence_ms=480))
+    events = run(session, clock, np.concatenate([silence(0.5), speech(2.0), silence(1.0)]))
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "speech_start"
+    assert kinds.count("final") == 1 and kinds[-1] == "final"
+    assert kinds.count("partial") >= 2
+    assert all(k != "final" for k in kinds[:-1])
+    final = events[-1]
+    assert final.reason == "silence"
+    # ended by silence: about 0.5 s after the speech stopped at 2.5 s, with no end() call
+    assert 2.9 <= final.at_s <= 3.1
+    # partial texts grow with the audio they were made from
+    partial_lengths = [e.utterance_s for e in events if e.kind == "partial"]
+    assert partial_lengths == sorted(partial_lengths)
+
+
+def test_final_audio_has_pre_roll_and_a_short_tail_only():
+    settings = StreamSettings(
+        partials=False, endpoint_silence_ms=640, pre_roll_ms=256, tail_keep_ms=192
+    )
+    session, tr, clock = make(settings)
+    run(session, clock, np.concatenate([silence(1.0), speech(1.0), silence(1.0)]))
+    (audio,) = tr.calls
+    # 1.0 s of speech (rounded to whole 32 ms windows) + 256 ms pre-roll + 192 ms tail
+    assert 1.0 + 0.256 + 0.192 - 0.04 <= audio.size / RATE <= 1.0 + 0.256 + 0.192 + 0.04
+    assert (
+        np.abs(audio[: int(0.2 * RATE)]).max() == 0.0
+    )  # the pre-roll is the silence before speech
+
+
+def test_two_questions_give_two_finals():
+    session, tr, clock = make(StreamSettings(partials=False))
+    events = run(
+        session, clock, np.concatenate([speech(1.0), silence(0.8), speech(0.7), silence(0.8)])
+    )
+    finals = [e for e in events if e.kind == "final"]
+    assert [f.reason for f in finals] == ["silence", "silence"]
+    assert finals[0].utterance_s > finals[1].utterance_s  # 1.0 s then 0.7 s of speech
+    assert len(tr.calls) == 2
+
+
+def test_pause_shorter_than_the_endpoint_keeps_one_utterance():
+    session, tr, clock = make(StreamSettings(partials=False, endpoint_silence_ms=500))
+    events = run(
+        session, clock, np.concatenate([speech(1.0), silence(0.35), speech(1.0), silence(0.8)])
+    )
+    finals = [e for e in events if e.kind == "final"]
+    assert len(finals) == 1 and finals[0].utterance_s > 2.3
+
+
+def test_push_to_talk_release_ends_the_utterance():
+    session, tr, clock = make(StreamSettings(partials=False))
+    events = run(session, clock, speech(1.5))
+    assert [e.kind for e in events] == ["speech_start"]
+    final = session.end()
+    assert (
+        final.kind == "final" and final.reason == "release" and final.text.startswith("heard 1.5")
+    )
+
+
+def test_release_without_speech_gives_an_empty_final_and_no_model_call():
+    session, tr, clock = make()
+    run(session, clock, silence(1.0))
+    final = session.end()
+    assert (final.kind, final.text, final.reason) == ("final", "", "release")
+    assert tr.calls == []
+
+
+def test_a_click_is_not_transcribed():
+    session, tr, clock = make(StreamSettings(min_speech_ms=160))
+    events = run(session, clock, np.concatenate([silence(0.3), speech(0.064), silence(1.0)]))
+    assert [e.kind for e in events] == ["speech_start"]
+    assert tr.calls == []
+
+
+def test_long_speech_is_clamped_at_the_utterance_limit():
+    session, tr, clock = make(StreamSettings(partials=False, max_utterance_s=2.0))
+    events = run(session, clock, speech(3.0))
+    finals = [e for e in events if e.kind == "final"]
+    assert finals and finals[0].reason == "max_length"
+    assert finals[0].utterance_s <= 2.0 + 0.04
+    assert all(a.size <= 2.04 * RATE for a in tr.calls)
+
+
+def test_sending_faster_than_real_time_is_refused_after_the_burst():
+    session, tr, clock = make(StreamSettings(max_input_rate=2.0, input_burst_s=1.0))
+    pcm = float_to_pcm16(speech(5.0)).tobytes()
+    with pytest.raises(AudioLimitError, match="faster than 2× real time"):
+        for i in range(0, len(pcm), 640):
+            session.feed(pcm[i : i + 640])  # the clock never moves: a flood
+    assert session.received_seconds <= 1.0 + 0.02
+
+
+def test_real_time_sender_is_never_refused():
+    session, tr, clock = make(StreamSettings(max_input_rate=1.0, input_burst_s=0.1, partials=False))
+    run(session, clock, np.concatenate([speech(3.0), silence(1.0)] * 2))
+    assert sum(e.kind == "final" for e in session.events) == 2
+
+
+def test_a_stream_that_never_ends_is_cut_at_the_session_limit():
+    session, tr, clock = make(StreamSettings(max_session_s=3.0, partials=False))
+    with pytest.raises(AudioLimitError, match="ran past 3 s of audio"):
+        run(session, clock, silence(10.0))
+    assert session.received_seconds <= 3.0
+
+
+def test_chunk_limits_and_misuse():
+    session, tr, clock = make(StreamSettings(max_chunk_bytes=3200))
+    with pytest.raises(AudioLimitError, match="chunk of 3202 bytes"):
+        session.feed(bytes(3202))
+    with pytest.raises(AudioFormatError, match="odd number"):
+        session.feed(bytes(641))
+    session.close()
+    with pytest.raises(AudioStreamError):
+        session.feed(bytes(640))
+    with pytest.raises(AudioStreamError):
+        session.end()
+
+
+def test_events_serialise_for_the_websocket():
+    session, tr, clock = make(StreamSettings(partials=False))
+    events = run(session, clock, np.concatenate([speech(1.0), silence(1.0)]))
+    payload = events[-1].to_json()
+    assert (
+        payload["kind"] == "final" and payload["reason"] == "silence" and "heard" in payload["text"]
+    )
+    assert "reason" not in events[0].to_json()
+
+
+def test_settings_follow_the_config():
+    from kiosk_config.schema import SpeechSection
+
+    s = StreamSettings.from_config(
+        SpeechSection(endpoint_silence_ms=700, max_utterance_seconds=50, max_audio_seconds=20)
+    )
+    assert s.endpoint_silence_ms == 700 and s.max_utterance_s == 20
+
+
+def test_final_decode_starts_during_the_trailing_silence():
+    settings = StreamSettings(partials=False, speculate_ms=224, endpoint_silence_ms=640)
+    session, tr, clock = make(settings)
+    events = run(session, clock, np.concatenate([speech(1.5), silence(1.0)]))
+    kinds = [e.kind for e in events]
+    assert kinds == ["speech_start", "partial", "final"]
+    partial, final = events[1], events[2]
+    # the early decode happened ~0.22 s into the silence and is the final's text: one model call
+    assert 1.5 + 0.2 <= partial.at_s <= 1.5 + 0.3
+    assert final.text == partial.text and final.compute_ms == 0.0
+    assert len(tr.calls) == 1
+
+
+def test_speech_after_the_early_decode_makes_it_stale():
+    settings = StreamSettings(partials=False, speculate_ms=224, endpoint_silence_ms=500)
+    session, tr, clock = make(settings)
+    audio = np.concatenate([speech(1.0), silence(0.35), speech(1.0), silence(1.0)])
+    events = run(session, clock, audio)
+    finals = [e for e in events if e.kind == "final"]
+    assert len(finals) == 1 and finals[0].utterance_s > 2.3  # both parts, not the stale first decode
+    assert len(tr.calls) == 2  # the stale early decode, then the one reused by the endpoint
+    assert finals[0].text == f"heard {tr.calls[-1].size / RATE:.2f}s"
