@@ -1,0 +1,169 @@
+"""Extractive answers: the best passage and its most relevant sentences, quoted with their citation.
+
+This is the ladder's "quoted best passage" step and the text that replaces a
+generated claim that fails its check. It needs no model: sentences are scored
+by how many of the question's content terms they contain (jieba words for
+Chinese, words for English, via the store's tokeniser), with the passage's
+retrieval rank as a tie-breaker. The quote keeps the source's own words, so it
+can be incomplete but never contradicts the source.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from runtime.knowledge.text import normalize, query_terms
+
+_SENT_END = re.compile(r"(?<=[。！？；!?;])|(?<=[.])(?=\s)|\n+")
+_TABLE_RULE = re.compile(r"^\|?\s*:?-{2,}")
+_CJK = re.compile(r"[\u3400-\u9fff]")
+# Questions about a price: a sentence stating an amount of money is what answers them.
+_COST_Q = re.compile(
+    r"\b(cost|costs|fee|fees|price|pay|charge)\b|how much|多少钱|费用|收费|多少元", re.I
+)
+_MARKUP = re.compile(r"\*\*|__|`")  # Markdown emphasis/code markers: not shown to visitors
+MAX_QUOTE_CHARS = 400
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences and table rows of a passage (markdown table rules and blank lines dropped)."""
+    out: list[str] = []
+    text = _MARKUP.sub("", text)
+    in_table = False
+    for piece in _SENT_END.split(text):
+        s = piece.strip().strip("-*•").strip()
+        if not s or _TABLE_RULE.match(s):
+            continue
+        is_row = "|" in s
+        if is_row and not in_table and not any(ch.isdigit() for ch in s):
+            in_table = True  # a table's header row ("Day | Hours"): labels, not a statement
+            continue
+        in_table = is_row
+        out.append(s)
+    return out
+
+
+def body_sentences(passage: str) -> list[str]:
+    """Sentences of a chunk without the section heading it starts with."""
+    sentences = split_sentences(passage)
+    if (
+        len(sentences) > 1
+        and len(sentences[0]) < 60
+        and not sentences[0].endswith((".", "。", "!", "?", "！", "？"))
+    ):
+        sentences = sentences[1:]
+    return sentences
+
+
+def terms(text: str) -> set[str]:
+    """Content terms of a text (stopwords dropped), normalised."""
+    return {t for t in query_terms(text, "jieba") if len(t) > 1 or not t.isascii()}
+
+
+def overlap(question_terms: set[str], sentence: str) -> float:
+    """Share of the question's content terms that occur in ``sentence`` (0..1)."""
+    if not question_terms:
+        return 0.0
+    norm = normalize(sentence)
+    return sum(1 for t in question_terms if t in norm) / len(question_terms)
+
+
+@dataclass(frozen=True)
+class Extract:
+    passage_index: int  # which passage (0-based, in the order given)
+    text: str  # the quoted sentences, in source order
+    score: float  # IDF-weighted term overlap of the best sentence (0..1), for ranking
+    coverage: float = (
+        0.0  # plain share of the question's terms in the quote (0..1), for the relevance gate
+    )
+
+
+def _weights(question_terms: set[str], sentences: list[str]) -> dict[str, float]:
+    """IDF-style weights over the candidate sentences: a term in every sentence ("hall") tells
+    little; a rare one ("sundays") decides."""
+    norms = [normalize(s) for s in sentences]
+    n = max(1, len(norms))
+    return {t: math.log(1.0 + n / (1.0 + sum(t in s for s in norms))) for t in question_terms}
+
+
+def _weighted(weights: dict[str, float], sentence: str) -> float:
+    total = sum(weights.values())
+    if total <= 0:
+        return 0.0
+    norm = normalize(sentence)
+    return sum(w for t, w in weights.items() if t in norm) / total
+
+
+def best_extract(
+    question: str,
+    passages: list[str],
+    *,
+    focus: str = "",
+    max_sentences: int = 2,
+    max_chars: int = MAX_QUOTE_CHARS,
+    similarity: Callable[[list[str]], list[float]] | None = None,
+    semantic_weight: float = 0.5,
+) -> Extract | None:
+    """The passage with the best-matching sentence, and up to ``max_sentences`` of its sentences.
+
+    Sentences are scored by the IDF-weighted share of the question's terms they contain.
+    ``focus`` (a follow-up as typed, e.g. "and on Sundays?") weighs half of the score, so the
+    sentence about Sundays beats the one about the previous question's Saturday.
+    ``similarity`` (sentences → cosine with the question, from the embedder) blends in meaning
+    with ``semantic_weight``, so "cost" finds "The fee is 120 yuan" with no shared word.
+    """
+    per_passage: list[list[str]] = []
+    for passage in passages:
+        per_passage.append(body_sentences(passage))
+    everything = [s for ss in per_passage for s in ss]
+    qw = _weights(terms(question), everything)
+    fw = _weights(terms(focus), everything) if focus else {}
+    # "How much / what time / 几点" questions: statements with a number are what answers them.
+    from .check import wants_number
+
+    number_bonus = 0.1 if wants_number(question, "zh" if _CJK.search(question) else "en") else 0.0
+    from .check import money
+
+    money_bonus = 0.25 if _COST_Q.search(question) else 0.0
+    sims: dict[str, float] = {}
+    if similarity is not None and everything:
+        try:
+            sims = dict(zip(everything, similarity(everything), strict=True))
+        except Exception:  # noqa: BLE001 - meaning is a bonus; lexical scores still work
+            sims = {}
+    best: Extract | None = None
+    for i, sentences in enumerate(per_passage):
+        scored = [
+            ((_weighted(qw, s) + _weighted(fw, s)) / 2 if fw else _weighted(qw, s))
+            for s in sentences
+        ]
+        if sims:
+            scored = [
+                (1 - semantic_weight) * sc + semantic_weight * max(0.0, sims.get(s, 0.0))
+                for sc, s in zip(scored, sentences, strict=True)
+            ]
+        if number_bonus:
+            scored = [
+                sc
+                + (number_bonus if any(ch.isdigit() for ch in s) else 0.0)
+                + (money_bonus if money_bonus and money(s) else 0.0)
+                for sc, s in zip(scored, sentences, strict=True)
+            ]
+        scored = [
+            (sc - 0.001 * n, n, s) for n, (sc, s) in enumerate(zip(scored, sentences, strict=True))
+        ]
+        if not scored:
+            continue
+        scored.sort(reverse=True)
+        top = scored[0][0] - 0.02 * i  # earlier (better ranked) passages win ties
+        if best is not None and top <= best.score:
+            continue
+        picked = [scored[0]] + [x for x in scored[1:max_sentences] if x[0] > 0]
+        text = " ".join(s for _, _, s in sorted(picked, key=lambda x: x[1]))
+        if len(text) > max_chars:
+            text = text[: max_chars - 1].rstrip() + "…"
+        best = Extract(i, text, max(0.0, top), overlap(terms(question), scored[0][2]))
+    return best
