@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "sync": "runtime.commands.packs:sync",
     "transcribe": "runtime.commands.speech:transcribe",
     "speak": "runtime.commands.speech:speak",
+    "audit": "runtime.commands.audit:audit",
 }
 
 _HELP = {
@@ -43,6 +44,7 @@ _HELP = {
     "sync": "Fetch and install the newest knowledge pack from the channel or USB.",
     "transcribe": "Transcribe an audio file.",
     "speak": "Speak a text to a WAV file or the speaker.",
+    "audit": "Export or purge the redacted audit log of answered turns.",
 }
 
 

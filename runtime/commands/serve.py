@@ -176,8 +176,12 @@ def serve(
     click.echo(f"kiosk serving on http://{shown}:{bound}/", err=False)
     sys.stdout.flush()
     threading.Thread(target=state.load, args=(build,), name="kiosk-load", daemon=True).start()
-    app = create_app(state, max_body_bytes=cfg.server.max_body_bytes)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    app = create_app(state, max_body_bytes=cfg.server.max_body_bytes, cfg=cfg)
+    from runtime.server.service_app import uvicorn_options
+
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, **uvicorn_options(cfg))
+    )
     try:
         server.run(sockets=[sock])
     finally:

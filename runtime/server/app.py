@@ -72,7 +72,7 @@ def _parse_history(raw) -> list[Turn] | None:
     return turns
 
 
-def create_app(state: AppState, *, max_body_bytes: int = 256 * 1024) -> Starlette:
+def create_app(state: AppState, *, max_body_bytes: int = 256 * 1024, cfg=None) -> Starlette:
     async def healthz(request: Request) -> JSONResponse:
         if not state.ready.is_set():
             return JSONResponse({"status": "loading"}, status_code=503)
@@ -117,13 +117,16 @@ def create_app(state: AppState, *, max_body_bytes: int = 256 * 1024) -> Starlett
     async def index(request: Request) -> HTMLResponse:
         return HTMLResponse(PAGE)
 
-    return Starlette(
-        routes=[
-            Route("/", index),
-            Route("/healthz", healthz),
-            Route("/v1/kiosk/ask", ask, methods=["POST"]),
-        ]
-    )
+    routes = [
+        Route("/", index),
+        Route("/healthz", healthz),
+        Route("/v1/kiosk/ask", ask, methods=["POST"]),
+    ]
+    if cfg is not None:  # `kiosk serve`: security, admission, APIs, metrics, audit (docs/server.md)
+        from .service_app import from_app_state
+
+        return from_app_state(state, cfg, base_routes=routes)
+    return Starlette(routes=routes)
 
 
 PAGE = """<!doctype html>
@@ -154,7 +157,7 @@ document.getElementById('f').addEventListener('submit', async (e) => {
       method: 'POST', headers: {'Content-Type': 'application/json'},
       body: JSON.stringify({question: q, history: history.slice(-6)})});
     const a = await r.json();
-    if (!r.ok) { out.textContent = a.error || ('error ' + r.status); return; }
+    if (!r.ok) { out.textContent = (a.error && (a.error.message || a.error)) || ('error ' + r.status); return; }
     out.textContent = a.text;
     for (const s of a.sources) {
       const d = document.createElement('div'); d.className = 'src';
