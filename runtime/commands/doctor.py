@@ -46,13 +46,18 @@ def _model_rows(cfg, caps):
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option("--no-load", is_flag=True, help="Only plan placements; do not load the embedder to confirm.")
+@click.option("--measure", is_flag=True,
+              help="Measure every prepared generator now (about a minute each on 2 cores) and store "
+                   "the numbers the generator choice uses.")
 @click.pass_context
-def doctor(ctx: click.Context, as_json: bool, no_load: bool) -> None:
+def doctor(ctx: click.Context, as_json: bool, no_load: bool, measure: bool) -> None:
     """Show what this box has: CPU features, OpenVINO devices, onnxruntime providers,
     prepared models, which device each model runs on, and what is missing and how to install it.
 
     The default embedder is loaded (with its device fallback) to show its real
-    placement; pass --no-load to skip that.
+    placement; pass --no-load to skip that. The generator choice (which prepared
+    generator answers, by first-token time and decode rate measured on this box)
+    uses stored measurements; --measure measures again.
     """
     from runtime.errors import KioskError
     from runtime.probe import probe
@@ -71,6 +76,9 @@ def doctor(ctx: click.Context, as_json: bool, no_load: bool) -> None:
             emb.close()
         except KioskError as exc:
             placement = {"model": cfg.models.embedder, "error": str(exc)}
+    from runtime.inference.generator_select import doctor_report
+
+    generation = doctor_report(cfg, measure=measure)
     data = {
         "cpu": {"model": report.cpu_model, "cores": report.cores, "flags": sorted(caps.cpu_flags)},
         "backends": {b: report.versions.get(b, "yes") for b in sorted(caps.backends)},
@@ -82,6 +90,7 @@ def doctor(ctx: click.Context, as_json: bool, no_load: bool) -> None:
         "data_dir": str(cfg.paths.data_dir),
         "models": models,
         "embedder_placement": placement,
+        "generator": generation,
     }
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
@@ -122,3 +131,13 @@ def _print_tables(d: dict) -> None:
             tried = "; ".join(f"{a['backend']}/{a['device']} {'ok' if a['ok'] else 'failed: ' + a['error']}"
                               for a in p["attempts"])
             con.print(f"[bold]Embedder[/] {p['model']} runs on [green]{p['backend']}/{p['device']}[/] ({tried})")
+    g = d["generator"]
+    con.print(f"[bold]Generator[/]: {g['generator']}" + (f" [red]{g['error']}[/]" if g.get("error") else ""))
+    for reason in g.get("reasons", []):
+        con.print(f"  - {reason}")
+    for m in g.get("measurements", []):
+        if m["error"]:
+            con.print(f"  {m['generator']}: [red]failed[/] {m['error']}")
+        else:
+            con.print(f"  {m['generator']}: first token {m['first_token_s']} s at {m['prompt_tokens']} "
+                      f"prompt tokens, decode {m['decode_tokens_per_s']} tokens/s")

@@ -159,7 +159,7 @@ def default_model_ids(cfg: Any, manifests: dict[str, ModelManifest]) -> list[str
     if m.generator == "auto":
         ids += [i for i, man in manifests.items() if man.default and man.task == "generation"]
     else:
-        ids.append(m.generator)
+        ids.append(m.generator.split(":", 1)[0])  # "model-id:backend" pins a backend too
     ids += [i for i, man in manifests.items() if man.default and man.task != "generation"]
     return list(dict.fromkeys(ids))
 
