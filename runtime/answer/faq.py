@@ -10,6 +10,8 @@ retrieval should decide. The default threshold was chosen by measurement
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +22,50 @@ DEFAULT_THRESHOLD = 0.80
 DEFAULT_MARGIN = 0.02
 
 
+# Words that change the answer while barely moving an embedding: a paraphrase that differs
+# from the visitor's question in one of these is a different question ("open on Monday
+# afternoon?" vs the FAQ's "open on Monday morning?"), so the FAQ answer is not confident.
+_SLOTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "day": (
+        ("mon", r"\bmondays?\b|周一|星期一|礼拜一"), ("tue", r"\btuesdays?\b|周二|星期二"),
+        ("wed", r"\bwednesdays?\b|周三|星期三"), ("thu", r"\bthursdays?\b|周四|星期四"),
+        ("fri", r"\bfridays?\b|周五|星期五"), ("sat", r"\bsaturdays?\b|周六|星期六"),
+        ("sun", r"\bsundays?\b|周日|周天|星期日|星期天"),
+        ("holiday", r"\bholidays?\b|节假日|假期|春节"),
+    ),
+    "part_of_day": (
+        ("morning", r"\bmornings?\b|上午|早上"), ("afternoon", r"\bafternoons?\b|下午"),
+        ("evening", r"\bevenings?\b|\bnight\b|晚上|夜间"),
+    ),
+    "negation": (
+        ("neg", r"\bwithout\b|\bnot\b|n't\b|\bno\b|不|没|无需|免"),
+    ),
+}
+_SLOT_RE = {k: tuple((v, re.compile(p, re.I)) for v, p in vals) for k, vals in _SLOTS.items()}
+_NUMBER = re.compile(r"\d+")
+
+
+def _slots(text: str) -> dict[str, frozenset[str]]:
+    found = {k: frozenset(v for v, rx in vals if rx.search(text)) for k, vals in _SLOT_RE.items()}
+    found["number"] = frozenset(_NUMBER.findall(text))
+    return found
+
+
+def slot_conflict(question: str, paraphrase: str) -> str | None:
+    """The slot (day, part of day, negation, number) in which the two questions differ, if any.
+
+    For days, parts of day and numbers a conflict needs a value on both sides that
+    differs (the question may leave a slot open); negation must simply agree.
+    """
+    q, p = _slots(question), _slots(paraphrase)
+    for name in ("day", "part_of_day", "number"):
+        if q[name] and p[name] and q[name] != p[name]:
+            return name
+    if q["negation"] != p["negation"]:
+        return "negation"
+    return None
+
+
 @dataclass(frozen=True)
 class FaqDecision:
     hit: FaqHit | None  # the confident hit, or None
@@ -27,9 +73,19 @@ class FaqDecision:
 
 
 def decide(
-    hits: list[FaqHit], *, threshold: float = DEFAULT_THRESHOLD, margin: float = DEFAULT_MARGIN
+    hits: list[FaqHit],
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    margin: float = DEFAULT_MARGIN,
+    question: str | None = None,
+    paraphrases: Callable[[str], Sequence[str]] | None = None,
 ) -> FaqDecision:
-    """Pick the confident FAQ hit among ranked ``hits`` (best first), if any."""
+    """Pick the confident FAQ hit among ranked ``hits`` (best first), if any.
+
+    With ``question``, a near match is confident only if one of its entry's phrasings
+    (``paraphrases(faq_id)``, else the matched one) agrees with the question in every
+    day, part of the day, number and negation (see :func:`slot_conflict`).
+    """
     if not hits:
         return FaqDecision(None, None)
     best = hits[0]
@@ -37,6 +93,10 @@ def decide(
         return FaqDecision(best, best)
     if best.method != "vector":  # keyword-only scores are not cosines: never confident alone
         return FaqDecision(None, best)
+    if question is not None:
+        phrasings = paraphrases(best.faq_id) if paraphrases else ()
+        if all(slot_conflict(question, p) for p in (phrasings or (best.matched_question,))):
+            return FaqDecision(None, best)
     runner_up = hits[1].score if len(hits) > 1 else -1.0
     if best.score >= threshold and best.score - runner_up >= margin:
         return FaqDecision(best, best)
@@ -55,4 +115,5 @@ def match(
     """Ask the store for FAQ candidates in the visitor's language and decide."""
     langs = (language,) if language in ("zh", "en") else ()
     hits = store.match_faq(question, vector, k=3, languages=langs)
-    return decide(hits, threshold=threshold, margin=margin)
+    return decide(hits, threshold=threshold, margin=margin, question=question,
+                  paraphrases=getattr(store, "faq_paraphrases", None))

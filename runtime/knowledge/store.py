@@ -784,6 +784,15 @@ class KnowledgeStore:
             add(rows[qid], float(score), method)
         return hits
 
+    def faq_paraphrases(self, faq_id: str) -> tuple[str, ...]:
+        """Every question phrasing of one FAQ entry, in stored order."""
+        rows = self._conn.execute(
+            "SELECT q.question FROM faq_questions q JOIN faq_entries e ON e.id = q.entry_id "
+            "WHERE e.faq_id = ? ORDER BY q.id",
+            [faq_id],
+        )
+        return tuple(r[0] for r in rows)
+
     def _faq_cosines(self, qids: list[int], qv: np.ndarray) -> dict[int, float]:
         index = self.faq_index()
         rows = index.rows_of(qids)
