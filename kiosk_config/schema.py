@@ -92,6 +92,25 @@ class ServerSection(Section):
     port: int = Field(default=8765, ge=0, le=65535)
     allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1", "localhost", "[::1]"])
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    # Security (docs/server.md): tokens for non-loopback clients, admin PIN/token, CORS.
+    api_tokens: list[str] = Field(default_factory=list, description="bearer tokens accepted from non-loopback clients")
+    admin_pin: str | None = Field(default=None, description="PIN for /v1/admin (header X-Admin-Pin); None: admin off")
+    admin_token: str | None = Field(default=None, description="bearer token for /v1/admin; None: PIN only")
+    admin_max_attempts: int = Field(default=5, ge=1, le=100, description="wrong PINs per client before lockout")
+    admin_lockout_s: float = Field(default=300.0, gt=0, le=86400)
+    admin_global_max_failures: int = Field(default=50, ge=1, le=100_000, description="wrong PINs from all clients per lockout window")
+    cors_origins: list[str] = Field(default_factory=list, description="empty: CORS off")
+    max_ws_message_bytes: int = Field(default=64 * 1024, ge=320, le=16 * 1024 * 1024)
+    body_timeout_s: float = Field(default=10.0, gt=0, le=600, description="whole request body must arrive by then")
+    header_timeout_s: float = Field(default=10.0, gt=0, le=600, description="request headers must arrive by then")
+    # Admission control.
+    workers: int = Field(default=2, ge=1, le=64, description="pipeline turns running at once (threads)")
+    queue_limit: int = Field(default=32, ge=0, le=10_000, description="turns waiting for a worker; more are degraded")
+    deadline_ms: int = Field(default=8000, ge=50, le=600_000, description="default per-request deadline")
+    rate_limit_per_s: float = Field(default=5.0, ge=0, le=100_000, description="per client; 0: no limit")
+    rate_limit_burst: int = Field(default=20, ge=1, le=1_000_000)
+    rate_limit_loopback: bool = Field(default=False, description="also rate-limit loopback clients (the kiosk's own UI)")
+    max_connections: int = Field(default=2048, ge=16, le=100_000)
 
 
 class KnowledgeSection(Section):
@@ -109,11 +128,11 @@ class KnowledgeSection(Section):
     parse_timeout_s: float = Field(default=60.0, gt=0, le=3600, description="wall time to parse one file")
     parse_memory_mb: int = Field(default=2048, ge=128, description="address-space cap of the parse worker")
     # Chunking (chosen by measurement, see docs/ingestion.md).
-    chunk_max_tokens: int = Field(default=200, ge=16, le=4096)
-    chunk_min_tokens: int = Field(default=40, ge=0, le=4096)
-    chunk_similarity: float = Field(default=0.5, ge=-1.0, le=1.0)
+    chunk_max_tokens: int = Field(default=200, ge=16, le=4096, description="CJK char = 1, English word ~1.3")
+    chunk_min_tokens: int = Field(default=40, ge=0, le=4096, description="shorter chunks take a neighbour")
+    chunk_similarity: float = Field(default=0.7, ge=-1.0, le=1.0, description="semantic merge: min cosine")
     chunk_semantic: bool = True
-    chunk_overlap_tokens: int = Field(default=0, ge=0, le=1024)
+    chunk_overlap_tokens: int = Field(default=0, ge=0, le=1024, description="repeated from the previous chunk")
 
 
 class PacksSection(Section):
@@ -124,20 +143,73 @@ class PacksSection(Section):
     channel: str = "stable"
     usb_mount: Path | None = None
     max_pack_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+    directory: Path | None = None  # None: <data_dir>/packs (ACTIVE pointer, trust state, stores)
+    sync_interval_s: int = Field(default=3600, ge=0, le=7 * 86400, description="0: only on demand")
+    download_deadline_s: float = Field(default=900.0, gt=0, le=86400)
+    http_retries: int = Field(default=4, ge=0, le=20)
+    clock_skew_s: int = Field(default=300, ge=0, le=86400, description="how far in the future a pack may be dated")
+    usb_poll_s: float = Field(default=5.0, gt=0, le=3600)
+    smoke_top_k: int = Field(default=5, ge=1, le=50)
 
 
 class SpeechSection(Section):
     """Speech in and out."""
 
     enabled: bool = True
-    max_audio_seconds: float = Field(default=30.0, gt=0, le=600)
+    max_audio_seconds: float = Field(default=30.0, gt=0, le=600)  # longest file or utterance accepted
+    # Untrusted audio: checked from the header before anything is allocated (docs/speech.md).
+    max_file_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024**3)
+    max_channels: int = Field(default=2, ge=1, le=16)
+    min_sample_rate: int = Field(default=8000, ge=1000, le=48000)
+    max_sample_rate: int = Field(default=96000, ge=8000, le=384000)
+    # Decoding, chosen by scripts/bench/asr.py on 2 cores (docs/speech.md has the numbers).
+    compute_type: Literal["int8", "int8_float32", "float32", "default"] = "int8"
+    beam_size: int = Field(default=1, ge=1, le=10)
+    temperatures: list[float] = Field(default_factory=lambda: [0.0, 0.4, 0.8], min_length=1, max_length=8)
+    without_timestamps: bool = True
+    short_window: bool = True  # encode speech + window_pad_seconds, not whisper's fixed 30 s (falls back)
+    window_pad_seconds: float = Field(default=2.0, ge=0.5, le=30.0)
+    vad_trim: bool = True  # trim silence from files with Silero VAD before decoding
+    vad_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
+    prompt_max_chars: int = Field(default=160, ge=0, le=800)  # pack vocabulary prompt
+    number_form: Literal["arabic", "keep"] = "arabic"  # how numbers are shown and matched
+    # Streaming (WebSocket): 16 kHz mono s16le chunks.
+    endpoint_silence_ms: int = Field(default=500, ge=100, le=5000)
+    speculate_ms: int = Field(default=224, ge=0, le=5000)  # start the final decode early (0: off)
+    partial_interval_ms: int = Field(default=800, ge=200, le=10_000)
+    max_utterance_seconds: float = Field(default=15.0, gt=0, le=120)
+    max_session_seconds: float = Field(default=120.0, gt=0, le=3600)
+    max_input_rate: float = Field(default=2.0, ge=1.0, le=100.0)  # × real time, after the burst
+    input_burst_seconds: float = Field(default=3.0, ge=0.0, le=60.0)
+    max_chunk_bytes: int = Field(default=64 * 1024, ge=320, le=16 * 1024 * 1024)
+    # Speaking answers.
+    muted: bool = False
+    espeak_binary: str = "espeak-ng"
+    tts_max_chars: int = Field(default=2000, ge=10, le=100_000)  # per spoken answer
+    tts_timeout_s: float = Field(default=10.0, gt=0, le=120)
 
 
 class AnswerSection(Section):
     """The answer pipeline."""
 
-    deadline_ms: int = Field(default=1000, ge=50, le=120_000)
+    deadline_ms: int = Field(default=1000, ge=50, le=120_000, description="first words (generated or quoted) by then")
+    total_ms: int = Field(default=8000, ge=100, le=600_000, description="whole turn, generation included")
     experiment: Path | None = None  # None: kiosk_config/experiments/default.yaml
+    queue_size: int = Field(default=2, ge=1, le=64, description="generations running + waiting; more answer from the passage")
+    breaker_failures: int = Field(default=3, ge=1, le=100)
+    breaker_reset_s: float = Field(default=30.0, gt=0, le=3600)
+    faq_threshold: float = Field(default=0.80, ge=0.0, le=1.01, description="cosine for a confident FAQ match")
+    claim_check: bool = True
+    cache_size: int = Field(default=512, ge=0, le=100_000)
+
+
+class AuditSection(Section):
+    """The audit log of answered turns (redacted; docs/server.md)."""
+
+    enabled: bool = True
+    path: Path | None = None  # None: <data_dir>/audit/audit.sqlite
+    retention_days: float = Field(default=90.0, ge=0, le=3650, description="0: keep forever")
+    max_pending: int = Field(default=10_000, ge=10, le=1_000_000, description="turns queued for writing; more are dropped and counted")
 
 
 class LoggingSection(Section):
@@ -157,6 +229,7 @@ class KioskConfig(Section):
     packs: PacksSection = Field(default_factory=PacksSection)
     speech: SpeechSection = Field(default_factory=SpeechSection)
     answer: AnswerSection = Field(default_factory=AnswerSection)
+    audit: AuditSection = Field(default_factory=AuditSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
 
     # Derived locations, so no caller joins paths by hand.

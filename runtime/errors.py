@@ -42,7 +42,11 @@ Hierarchy (one section per subsystem; add new classes to the matching section)::
     │   ├── AudioFormatError        not WAV/FLAC/PCM, truncated, or a self-contradicting header
     │   ├── AudioLimitError         breaks a [speech] limit (bytes, seconds, channels, rate, input speed)
     │   └── AudioStreamError        a streaming session used wrongly
-    └── AnswerError                 the answer pipeline
+    ├── AnswerError                 the answer pipeline
+    ├── ServerError                 HTTP service (status attribute: the HTTP status)
+    │   ├── RequestRejectedError    bad Host/Origin/token, body or message over a cap, malformed input
+    │   └── RateLimitedError        too many requests or PIN lockout (retry_after_s)
+    └── AuditError                  the audit log cannot be opened, written or exported
 """
 
 from __future__ import annotations
@@ -222,3 +226,30 @@ class AudioStreamError(AudioError):
 
 class AnswerError(KioskError):
     """Base for answer pipeline problems."""
+
+
+# --- server and audit --------------------------------------------------------------
+
+
+class ServerError(KioskError):
+    """Base for HTTP service problems (each maps to one 4xx/5xx status)."""
+
+    status = 400
+
+
+class RequestRejectedError(ServerError):
+    """A request broke a rule: bad Host/Origin, missing token, over a size or time cap, malformed body."""
+
+
+class RateLimitedError(ServerError):
+    """A client asked too often, or is locked out after wrong PINs; ``retry_after_s`` says for how long."""
+
+    status = 429
+
+    def __init__(self, message: str, *, hint: str | None = None, retry_after_s: float = 1.0) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after_s = retry_after_s
+
+
+class AuditError(KioskError):
+    """The audit log cannot be opened, written or exported."""
