@@ -91,6 +91,15 @@ def error_response(exc: KioskError, *, kind: str | None = None) -> JSONResponse:
     )
 
 
+def busy_response(message: str = "the kiosk is busy") -> JSONResponse:
+    """503 with Retry-After: work that needs a model worker could not be done in time."""
+    return JSONResponse(
+        {"error": {"message": message, "type": "busy", "hint": "retry shortly"}},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
 def to_jsonable(obj: Any) -> Any:
     if is_dataclass(obj) and not isinstance(obj, type):
         return asdict(obj)

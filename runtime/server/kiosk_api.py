@@ -35,7 +35,16 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from runtime.errors import KioskError
 
-from .common import answer_dict, error_response, read_json, reject, source_dict, sse, str_field
+from .common import (
+    answer_dict,
+    busy_response,
+    error_response,
+    read_json,
+    reject,
+    source_dict,
+    sse,
+    str_field,
+)
 from .security import is_loopback
 from .turns import TurnRunner
 
@@ -262,33 +271,13 @@ class KioskRoutes:
         from .admission import DeadlineMissed
 
         if self.turns.admission.decide(deadline) is not None:
-            return JSONResponse(
-                {
-                    "error": {
-                        "message": "the kiosk is busy",
-                        "type": "busy",
-                        "hint": "retry shortly",
-                    }
-                },
-                status_code=503,
-                headers={"Retry-After": "1"},
-            )
+            return busy_response("the kiosk is busy")
         try:
             audio = await self.turns.admission.run(
                 deadline, lambda: synth.synthesize(text, language=lang)
             )
         except DeadlineMissed:
-            return JSONResponse(
-                {
-                    "error": {
-                        "message": "speech did not finish in time",
-                        "type": "busy",
-                        "hint": "retry shortly",
-                    }
-                },
-                status_code=503,
-                headers={"Retry-After": "1"},
-            )
+            return busy_response("speech did not finish in time")
         except KioskError as exc:
             return error_response(exc)
         buf = io.BytesIO()

@@ -28,7 +28,7 @@ from starlette.routing import Route
 
 from runtime.errors import KioskError
 
-from .common import error_response, read_json, reject, source_dict, sse
+from .common import busy_response, error_response, read_json, reject, source_dict, sse
 from .turns import TurnRunner
 
 CHAT_MODEL = "kiosk-assistant"
@@ -275,32 +275,12 @@ class OpenAIRoutes:
         reason = adm.decide(deadline)
         if reason is not None:
             self.turns.metrics.shed.labels(reason=reason).inc()
-            return JSONResponse(
-                {
-                    "error": {
-                        "message": "the kiosk is busy",
-                        "type": "busy",
-                        "hint": "retry shortly",
-                    }
-                },
-                status_code=503,
-                headers={"Retry-After": "1"},
-            )
+            return busy_response("the kiosk is busy")
         try:
             vectors = await adm.run(deadline, embedder.embed_batch, list(texts))
         except DeadlineMissed:
             self.turns.metrics.shed.labels(reason="late").inc()
-            return JSONResponse(
-                {
-                    "error": {
-                        "message": "embedding did not finish in time",
-                        "type": "busy",
-                        "hint": "retry shortly",
-                    }
-                },
-                status_code=503,
-                headers={"Retry-After": "1"},
-            )
+            return busy_response("embedding did not finish in time")
         vectors = np.asarray(vectors, dtype=np.float32)
         out = []
         for i, v in enumerate(vectors):
