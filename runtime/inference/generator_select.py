@@ -361,7 +361,7 @@ def measurement_prompt(
         passages.append(_FILLER.format(n=len(passages) + 1))
 
 
-def _timed(gen: Generator, request: GenerationRequest) -> tuple[float, float, str]:
+def timed_stream(gen: Generator, request: GenerationRequest) -> tuple[float, float, str]:
     """(first-piece seconds, total seconds, text)."""
     start = time.perf_counter()
     first = None
@@ -389,10 +389,10 @@ def measure_generator(
     real next turn does, so only the system prompt can come from the cache.
     """
     request = measurement_prompt(gen, prompt_tokens)
-    _timed(
+    timed_stream(
         gen, GenerationRequest(prompt="Hello.", system="Warm-up.", max_tokens=4)
     )  # compile, allocate
-    cold_first, _, _ = _timed(gen, request)
+    cold_first, _, _ = timed_stream(gen, request)
     # A real next turn shares only the system prompt: new passages, new question.
     second = GenerationRequest(
         prompt=request.prompt.replace("Sources:\n", "Sources (updated):\n", 1)
@@ -404,7 +404,7 @@ def measure_generator(
         system=request.system,
         max_tokens=request.max_tokens,
     )
-    first, total, text = _timed(gen, second)
+    first, total, text = timed_stream(gen, second)
     count = getattr(gen, "count_tokens", None)
     n_tokens = count(text) if count else max(1, len(text.split()))
     decode_tps = (n_tokens - 1) / (total - first) if n_tokens > 1 and total > first else 0.0

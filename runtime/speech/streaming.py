@@ -281,25 +281,17 @@ class StreamingSession:
         audio = self._utterance_audio()
         transcript, ms = self._run(audio)
         self._partial_cost_ms = ms
-        if not transcript.text or transcript.text == self._last_partial:
-            return []
-        self._last_partial = transcript.text
-        return [
-            SpeechEvent(
-                "partial",
-                self._received_at(),
-                transcript.text,
-                transcript.language,
-                utterance_s=audio.size / RATE,
-                compute_ms=ms,
-            )
-        ]
+        return self._partial_event(transcript, ms, audio)
 
     def _speculate(self) -> list[SpeechEvent]:
         """Decode the finished-looking utterance now; the endpoint reuses it if nobody speaks."""
         audio = self._utterance_audio()
         transcript, ms = self._run(audio)
         self._speculative = (transcript, ms, audio.size / RATE)
+        return self._partial_event(transcript, ms, audio)
+
+    def _partial_event(self, transcript, ms: float, audio) -> list[SpeechEvent]:
+        """A "partial" event for new text; nothing when the text is empty or unchanged."""
         if not transcript.text or transcript.text == self._last_partial:
             return []
         self._last_partial = transcript.text

@@ -117,16 +117,9 @@ def _prompt_of(gen, tokens: int) -> str:
 
 
 def _timed(gen, request) -> dict:
-    start = time.perf_counter()
-    first = None
-    pieces = []
-    for piece in gen.stream(request):
-        if first is None:
-            first = time.perf_counter() - start
-        pieces.append(piece)
-    total = time.perf_counter() - start
-    text = "".join(pieces)
-    first = total if first is None else first
+    from runtime.inference.generator_select import timed_stream
+
+    first, total, text = timed_stream(gen, request)
     out = gen.count_tokens(text)
     return {
         "ttft_s": first,
