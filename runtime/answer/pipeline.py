@@ -288,16 +288,21 @@ class AnswerPipeline:
             yield AnswerEvent("done", ans.text, answer=ans)
 
     def warm_up(self) -> None:
-        """Load lazy tables (jieba, vector index) before the first visitor waits for them."""
+        """Load lazy tables (jieba, vector indexes) and the embedder's first-call costs before the
+        first visitor waits for them. No generation: a warm-up question would spend the turn
+        deadline at start-up and count as a generator failure on its breaker."""
         from runtime.knowledge.text import query_terms
 
         query_terms("周六几点开门 opening hours", "jieba")
         try:
-            self.answer("warm up")
+            vectors = self._embed(["周六几点开门？", "When do you open on Saturday?"], [])
+            if self.store is not None:
+                with self._store_lock:
+                    self.store.warm()
+                    qv = None if vectors is None else vectors[1]
+                    self.store.search("When do you open on Saturday?", qv, k=1)
         except Exception:  # noqa: BLE001 - warming is best effort
-            log.debug("warm-up question failed", exc_info=True)
-        self.cache.clear()
-        self.counters.clear()
+            log.debug("warm-up failed", exc_info=True)
 
     def health(self) -> dict[str, object]:
         return {

@@ -258,3 +258,28 @@ def test_generator_saying_it_does_not_know_shows_the_passage_or_refuses_by_setti
     assert any("no answer in the passages" in n for n in a.notes)
     b = make(store, gen, unknown_means_refusal=True).answer("Is the hall open on Sundays?")
     assert b.path == "refusal" and b.text == HANDOFF["en"]
+
+
+def test_warm_up_loads_indexes_without_generating_or_touching_breakers(store):
+    from runtime.knowledge.records import ChunkRecord, DocumentRecord
+
+    # Knowledge that a warm-up *question* would find and send to the generator.
+    text = "Warm up: staff warm up the kiosks every morning before the hall opens."
+    store.add_document(
+        DocumentRecord("warm.md", "Warm up", "en", "h-warm"),
+        [ChunkRecord(text, ("Warm up",), 0, len(text), 0, "en")],
+        FakeEmbedder(dim=64).embed_batch([text]),
+    )
+    store._chunk_index = store._faq_index = None
+    gen = FakeGenerator(quote_reply)
+    p = make(store, gen, faq_threshold=1.01)
+    assert p.answer("warm up").path in ("rag", "extractive") and gen.requests  # it would generate
+    gen.requests.clear()
+    p = make(store, gen)
+    store._chunk_index = store._faq_index = None
+    assert store._chunk_index is None and store._faq_index is None
+    p.warm_up()
+    assert store._chunk_index is not None and store._faq_index is not None
+    assert gen.requests == []  # start-up spends no generation (and no turn deadline)
+    assert p.health()["breakers"]["generator"]["failures"] == 0
+    assert p.health()["answers"] == {}
