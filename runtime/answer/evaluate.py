@@ -25,6 +25,7 @@ import numpy as np
 
 from runtime.errors import AnswerError
 
+from .check import answer_polarity
 from .pipeline import AnswerPipeline, PipelineSettings
 from .types import Answer, Turn
 
@@ -86,10 +87,22 @@ class Scored:
     refused: bool
 
 
+def expected_polarity(q: EvalQuestion) -> str | None:
+    """"yes"/"no" when the question's first expected item is a yes or a no, else None."""
+    if not q.answerable or not q.expected:
+        return None
+    votes = {answer_polarity(a) for a in q.expected[0]} - {None}
+    return votes.pop() if len(votes) == 1 else None
+
+
 def score(q: EvalQuestion, ans: Answer) -> Scored:
     text = ans.text.lower()
     refused = ans.path == "refusal"
-    contradiction = any(m.lower() in text for m in q.must_not)
+    # A shown "Yes." where the source says no (or the reverse) contradicts it, whatever follows.
+    wanted, said = expected_polarity(q), answer_polarity(ans.text)
+    contradiction = any(m.lower() in text for m in q.must_not) or (
+        wanted is not None and said is not None and wanted != said
+    )
     correct = (
         q.answerable
         and not refused

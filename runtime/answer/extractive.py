@@ -10,12 +10,15 @@ can be incomplete but never contradicts the source.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from runtime.knowledge.text import normalize, query_terms
+
+from .answer_type import answer_type, states
 
 _SENT_END = re.compile(r"(?<=[。！？；!?;])|(?<=[.])(?=\s)|\n+")
 _TABLE_RULE = re.compile(r"^\|?\s*:?-{2,}")
@@ -27,6 +30,7 @@ _COST_Q = re.compile(
 _MARKUP = re.compile(r"\*\*|__|`")  # Markdown emphasis/code markers: not shown to visitors
 MAX_QUOTE_CHARS = 400
 ROW_OFF_SUBJECT = 0.5  # weight of a table row whose label the question does not name
+TYPE_BONUS = 0.15  # a sentence stating the kind of answer asked for (docs/answers.md)
 
 
 def _row_label(sentence: str) -> str | None:
@@ -78,17 +82,49 @@ def body_sentences(passage: str) -> list[str]:
     return sentences
 
 
+_ASCII_WORD = re.compile(r"[a-z0-9]+")
+
+
+@functools.lru_cache(maxsize=1)
+def _stemmer():
+    import snowballstemmer
+
+    return snowballstemmer.stemmer("english")
+
+
+@functools.lru_cache(maxsize=65536)
+def _stem(word: str) -> str:
+    """English Snowball stem ("thursdays" → "thursday", "closes" → "close"), as FTS5's porter
+    tokenizer matches; other words pass unchanged."""
+    return _stemmer().stemWord(word) if word.isascii() and len(word) > 3 else word
+
+
 def terms(text: str) -> set[str]:
-    """Content terms of a text (stopwords dropped), normalised."""
-    return {t for t in query_terms(text, "jieba") if len(t) > 1 or not t.isascii()}
+    """Content terms of a text (stopwords dropped), normalised; English words stemmed."""
+    return {_stem(t) for t in query_terms(text, "jieba") if len(t) > 1 or not t.isascii()}
+
+
+@functools.lru_cache(maxsize=8192)
+def _indexed(sentence: str) -> tuple[str, frozenset[str]]:
+    """A sentence's normalised text and the stems of its English words."""
+    norm = normalize(sentence)
+    return norm, frozenset(_stem(w) for w in _ASCII_WORD.findall(norm))
+
+
+def contains(sentence: str, term: str) -> bool:
+    """Whether ``term`` (from :func:`terms`) occurs in ``sentence``: English by stem, as a
+    whole word; Chinese as a substring (no spaces between Chinese words)."""
+    norm, stems = _indexed(sentence)
+    if term.isascii() and term.isalnum():
+        return term in stems
+    return term in norm
 
 
 def overlap(question_terms: set[str], sentence: str) -> float:
     """Share of the question's content terms that occur in ``sentence`` (0..1)."""
     if not question_terms:
         return 0.0
-    norm = normalize(sentence)
-    return sum(1 for t in question_terms if t in norm) / len(question_terms)
+    return sum(1 for t in question_terms if contains(sentence, t)) / len(question_terms)
 
 
 @dataclass(frozen=True)
@@ -99,22 +135,24 @@ class Extract:
     coverage: float = (
         0.0  # plain share of the question's terms in the quote (0..1), for the relevance gate
     )
+    sentences: tuple[str, ...] = ()  # the quoted sentences, one by one (table rows whole)
 
 
 def _weights(question_terms: set[str], sentences: list[str]) -> dict[str, float]:
     """IDF-style weights over the candidate sentences: a term in every sentence ("hall") tells
     little; a rare one ("sundays") decides."""
-    norms = [normalize(s) for s in sentences]
-    n = max(1, len(norms))
-    return {t: math.log(1.0 + n / (1.0 + sum(t in s for s in norms))) for t in question_terms}
+    n = max(1, len(sentences))
+    return {
+        t: math.log(1.0 + n / (1.0 + sum(contains(s, t) for s in sentences)))
+        for t in question_terms
+    }
 
 
 def _weighted(weights: dict[str, float], sentence: str) -> float:
     total = sum(weights.values())
     if total <= 0:
         return 0.0
-    norm = normalize(sentence)
-    return sum(w for t, w in weights.items() if t in norm) / total
+    return sum(w for t, w in weights.items() if contains(sentence, t)) / total
 
 
 def best_extract(
@@ -141,13 +179,9 @@ def best_extract(
     everything = [s for ss in per_passage for s in ss]
     qw = _weights(terms(question), everything)
     fw = _weights(terms(focus), everything) if focus else {}
-    # "How much / what time / 几点" questions: statements with a number are what answers them.
-    from .check import wants_number
-
-    number_bonus = 0.1 if wants_number(question, "zh" if _CJK.search(question) else "en") else 0.0
-    from .check import money
-
-    money_bonus = 0.25 if _COST_Q.search(question) else 0.0
+    # The kind of answer asked for: a sentence stating one (a window, a clock time, an amount)
+    # is what answers "which window / what time / how much" (see answer_type.py).
+    kind = answer_type(question) or (answer_type(focus) if focus else None)
     sims: dict[str, float] = {}
     if similarity is not None and everything:
         try:
@@ -165,11 +199,9 @@ def best_extract(
                 (1 - semantic_weight) * sc + semantic_weight * max(0.0, sims.get(s, 0.0))
                 for sc, s in zip(scored, sentences, strict=True)
             ]
-        if number_bonus:
+        if kind is not None:
             scored = [
-                sc
-                + (number_bonus if any(ch.isdigit() for ch in s) else 0.0)
-                + (money_bonus if money_bonus and money(s) else 0.0)
+                sc + (TYPE_BONUS if states(s, kind) else 0.0)
                 for sc, s in zip(scored, sentences, strict=True)
             ]
         # A table row states something about its first cell ("Car park | closed Sundays"):
@@ -192,8 +224,11 @@ def best_extract(
         if best is not None and top <= best.score:
             continue
         picked = [scored[0]] + [x for x in scored[1:max_sentences] if x[0] > 0]
-        text = " ".join(s for _, _, s in sorted(picked, key=lambda x: x[1]))
+        quoted = tuple(s for _, _, s in sorted(picked, key=lambda x: x[1]))
+        text = " ".join(quoted)
         if len(text) > max_chars:
             text = text[: max_chars - 1].rstrip() + "…"
-        best = Extract(i, text, max(0.0, top), overlap(terms(question), scored[0][2]))
+        best = Extract(
+            i, text, max(0.0, top), overlap(terms(question), scored[0][2]), quoted
+        )
     return best

@@ -38,8 +38,8 @@ from runtime.knowledge.records import Hit
 from . import faq as faq_mod
 from .breaker import CircuitBreaker
 from .cache import AnswerCache
-from .check import check_answer
-from .extractive import best_extract, overlap, terms
+from .check import answer_polarity, check_answer
+from .extractive import best_extract, overlap, split_sentences, terms
 from .guard import looks_like_injection
 from .languages import answer_language, question_language
 from .normalize import MAX_QUESTION_CHARS, clean_question, question_key
@@ -47,6 +47,8 @@ from .prompt import build_prompt, says_unknown
 from .rewrite import decompose, normalize_weekdays, rewrite_with_history
 from .static_faq import StaticFaq
 from .types import Answer, AnswerEvent, Source, Turn
+from .verdict import yes_no
+from .vocabulary import unknown_content_terms
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,7 @@ class PipelineSettings:
     min_similarity: float = 0.45  # relevance gate: best passage's cosine ...
     min_overlap: float = 0.5  # ... or share of question terms found in its best sentence
     min_combined: float = 0.7  # ... or the two together (measured: docs/answers.md)
+    min_combined_unknown: float = 0.85  # ... the two together when a topic word is unknown
     # The generator saying "I don't know" after the relevance gate passed: refuse (True) or show
     # the quoted passage (False). Measured: the 0.5B model says it too often (docs/answers.md).
     unknown_means_refusal: bool = False
@@ -106,6 +109,7 @@ class PipelineSettings:
             "min_similarity",
             "min_overlap",
             "min_combined",
+            "min_combined_unknown",
             "unknown_means_refusal",
             "cache_size",
             "cache_near_threshold",
@@ -193,6 +197,15 @@ class _Timer:
     def done(self) -> dict[str, float]:
         self.stages["total"] = round(self.elapsed_ms(), 2)
         return dict(self.stages)
+
+
+def _with_verdict(question: str, answer: str, lang: str) -> str:
+    """An FAQ answer written for a paraphrase ("Which services are free?") with the yes/no its
+    own sentences decide for a yes/no question, unless it already starts with one."""
+    if answer_polarity(answer) is not None:
+        return answer
+    verdict = yes_no(question, split_sentences(answer), lang)
+    return answer if verdict is None else f"{verdict.lead} {answer}"
 
 
 def _source_from_hit(n: int, hit: Hit, quote: str | None = None) -> Source:
@@ -467,7 +480,7 @@ class AnswerPipeline:
             h = decision.hit
             ans = replace(
                 base,
-                text=h.answer,
+                text=_with_verdict(rewritten, h.answer, lang),
                 path="faq",
                 sources=[
                     Source(
@@ -525,7 +538,9 @@ class AnswerPipeline:
             if hits
             else None
         )
-        if not hits or extract is None or not self._relevant(rewritten, hits, extract):
+        if not hits or extract is None or not self._relevant(
+            store, rewritten, hits, extract, base.notes
+        ):
             base.text = self.staff_handoff.get(lang, "")
             base.notes.append("nothing relevant found")
             if use_cache:
@@ -541,6 +556,10 @@ class AnswerPipeline:
             _source_from_hit(n, h) for n, h in enumerate(context_hits[1:], start=2)
         ]
         quoted = replace(base, text=extract.text, path="extractive", sources=sources)
+        verdict = yes_no(rewritten, extract.sentences, lang)
+        if verdict is not None:
+            quoted.text = f"{verdict.lead} {extract.text}"
+            quoted.notes.append(f"yes/no decided by the quote: {verdict.answer}")
         yield AnswerEvent("sources", extract.text, tuple(sources))
         timer.lap("extract")
 
@@ -622,9 +641,18 @@ class AnswerPipeline:
         notes.append("HyDE: searched with a hypothetical answer")
         return (mixed / (np.linalg.norm(mixed) or 1.0)).astype(np.float32)
 
-    def _relevant(self, question: str, hits: list[Hit], extract) -> bool:
+    def _relevant(self, store, question: str, hits: list[Hit], extract, notes: list[str]) -> bool:
         s = self.settings
         best_sim = max((h.scores.get("vector_similarity", -1.0) for h in hits), default=-1.0)
+        try:
+            unknown = unknown_content_terms(store, question)
+        except Exception as exc:  # noqa: BLE001 - the gate still works on similarity and overlap
+            notes.append(f"vocabulary check failed: {type(exc).__name__}")
+            unknown = []
+        if unknown:
+            # A topic word the knowledge never uses: only strong evidence together will do.
+            notes.append(f"words the knowledge does not use: {', '.join(unknown[:5])}")
+            return best_sim + extract.coverage >= s.min_combined_unknown
         if best_sim >= s.min_similarity or extract.coverage >= s.min_overlap:
             return True
         return best_sim + extract.coverage >= s.min_combined

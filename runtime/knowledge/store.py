@@ -535,6 +535,28 @@ class KnowledgeStore:
             complete=complete,
         )
 
+    def unknown_terms(self, terms: Sequence[str]) -> list[str]:
+        """The search terms that occur in no chunk and no FAQ entry of this store.
+
+        A question whose content words the knowledge never uses ("library", "离婚") is
+        likely about something the knowledge does not cover, however close its
+        embedding lands; the answer pipeline's relevance gate uses this.
+        """
+        from .text import quote_fts
+
+        self._refresh()
+        out: list[str] = []
+        for term in terms:
+            match = quote_fts(term)
+            found = self._conn.scalar(
+                "SELECT EXISTS (SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ?) "
+                "OR EXISTS (SELECT 1 FROM faq_fts WHERE faq_fts MATCH ?)",
+                (match, match),
+            )
+            if not found:
+                out.append(term)
+        return out
+
     def _chunk_count(self) -> int:
         """Chunks in the store, cached per generation (decides whether keyword pruning matters)."""
         self._refresh()

@@ -181,6 +181,14 @@ def test_broken_generator_every_question_answered_by_the_fallback_path(service, 
         p.close()
 
 
+def test_fast_paths_alone_say_yes_or_no_only_when_the_quote_decides(service):
+    p = pipeline(service, None)
+    a = p.answer("Is there an English interpreter on Mondays?")
+    assert a.text.startswith("No. ") and "Monday" in a.text, a.text
+    a = p.answer("周一有英语现场翻译吗？")
+    assert a.text.startswith("没有。"), a.text
+
+
 def test_fast_paths_alone_refuse_out_of_pack_and_ignore_planted_text(service):
     """The same guarantees with no generator at all (embedder + store only)."""
     p = pipeline(service, None)
@@ -188,6 +196,9 @@ def test_fast_paths_alone_refuse_out_of_pack_and_ignore_planted_text(service):
         ("What will the weather be like tomorrow?", "en"),
         ("明天天气怎么样？", "zh"),
         ("Can you recommend a good hotpot restaurant in Chengdu?", "en"),
+        # Near the hall's own opening hours in meaning; "library" is in no document.
+        ("What are the opening hours of the city library?", "en"),
+        ("市图书馆几点开门？", "zh"),
     ):
         a = p.answer(q)
         assert a.path == "refusal" and a.text == service.pipeline.staff_handoff[lang], (

@@ -1,0 +1,70 @@
+"""What kind of answer a question asks for, and whether a sentence states one.
+
+"Which window...?" is answered by a sentence naming a window, "what time...?" by
+one stating a clock time, "how much...?" by an amount of money. Classic
+question answering weighs candidate sentences by this expected answer type;
+the extractive quote does the same, so that of two sentences sharing the
+question's words, the one that actually holds the answer is quoted.
+
+Types are checked most specific first; a question may have none (then no
+sentence gets a bonus).
+"""
+
+from __future__ import annotations
+
+import re
+
+from runtime.knowledge.text import normalize
+
+_QUESTION = {
+    "money": re.compile(
+        r"\b(cost|costs|fee|fees|price|charge|charges|pay)\b|how much"
+        r"|多少钱|费用|收费|多少元|交多少|付多少",
+        re.I,
+    ),
+    "place": re.compile(
+        r"\bwhere\b|which (window|floor|counter|desk|room|entrance|exit|level)"
+        r"|what (floor|window|level)"
+        r"|哪里|哪儿|在哪|哪个窗口|几号窗口|几楼|哪一?层|什么地方|哪个柜台",
+        re.I,
+    ),
+    "time": re.compile(
+        r"\bwhat time\b|\bwhen\b|until what time|how (late|early)|\bhours\b"
+        r"|几点|什么时候|何时|时间",
+        re.I,
+    ),
+    "number": re.compile(r"\bhow (many|long)\b|多少|几个|几天|多长|多久|几位|几岁", re.I),
+}
+
+_STATES = {
+    "money": re.compile(r"[$¥￥]\s*\d|\d+(?:\.\d+)?\s*(?:yuan|rmb|cny|元|块)|\bfree\b|免费", re.I),
+    "place": re.compile(
+        r"\bwindows?\s+\d|\b\d+(?:st|nd|rd|th)\s+floor|\b(ground|first|second|third|fourth|fifth)"
+        r"\s+floor|\bbasement\b|\bb1\b|\d+\s*号?窗口|[一二三四五\d]\s*楼|[一二三四五\d]\s*层|地下",
+        re.I,
+    ),
+    "time": re.compile(
+        r"(?<!\d)\d{1,2}[:：.]\d\d(?!\d)|\d{1,2}\s*(?:am|pm|a\.m\.|p\.m\.)|\d{1,2}\s*点"
+        # "closed all day on Sundays" answers "what are the hours on Sundays?" too
+        r"|\bclosed\b|休息|闭馆|关闭|不开放|不对外",
+        re.I,
+    ),
+    "number": re.compile(r"\d|[一二三四五六七八九十两]"),
+}
+
+TYPES = tuple(_QUESTION)
+
+
+def answer_type(question: str) -> str | None:
+    """The kind of answer ``question`` asks for (money, place, time, number), or None."""
+    for name, rx in _QUESTION.items():
+        if rx.search(question):
+            return name
+    return None
+
+
+def states(sentence: str, kind: str | None) -> bool:
+    """Whether ``sentence`` states an answer of ``kind`` (False for no kind)."""
+    if kind is None:
+        return False
+    return _STATES[kind].search(normalize(sentence)) is not None

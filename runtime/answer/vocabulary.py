@@ -1,0 +1,47 @@
+"""Content words of a question that the knowledge never uses.
+
+"What are the opening hours of the city library?" lands close to the hall's
+opening hours in embedding space, and shares "opening hours" with them; what
+gives it away is "library", a word no document of the pack contains. The
+relevance gate asks for stronger evidence when a question has such a word.
+
+Function words are not evidence either way: question and quantity words
+("多长时间", "几台", "一份"), single Chinese characters and numbers are left out,
+so "身份证换领要多少个工作日" is not suspicious because "领要" is an odd
+segmentation.
+"""
+
+from __future__ import annotations
+
+import re
+
+from runtime.knowledge.text import query_terms
+
+# Characters that make a Chinese word a question, quantity or modal word, not a topic.
+_ZH_FUNCTION = re.compile(r"[几多一两要那这哪什怎么着了吧用拿把个些该]")
+_CJK = re.compile(r"[\u3400-\u9fff]")
+# English question and quantity words the store's stopword list keeps ("how much", "how long").
+_EN_FUNCTION = frozenset("much many long often far soon way kind get know tell".split())
+
+
+def content_terms(question: str) -> list[str]:
+    """The question's topic words: no numbers, no one-character or function words."""
+    out = []
+    for t in query_terms(question, "jieba"):
+        if t.isdigit() or re.fullmatch(r"[\d:.\-]+", t):
+            continue
+        if _CJK.search(t):
+            if len(t) < 2 or _ZH_FUNCTION.search(t):
+                continue
+        elif len(t) < 3 or t in _EN_FUNCTION:
+            continue
+        out.append(t)
+    return out
+
+
+def unknown_content_terms(store, question: str) -> list[str]:
+    """Topic words of ``question`` that occur nowhere in ``store`` (empty if it can't tell)."""
+    finder = getattr(store, "unknown_terms", None)
+    if finder is None:
+        return []
+    return finder(content_terms(question))

@@ -1,0 +1,245 @@
+"""The yes/no verdict, the expected answer type, English stemming in the quote and the
+vocabulary check: the pieces that decide what a quoted answer says first."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from runtime.answer.answer_type import answer_type, states
+from runtime.answer.check import answer_polarity
+from runtime.answer.evaluate import EvalQuestion, score
+from runtime.answer.extractive import best_extract, contains, overlap, terms
+from runtime.answer.faq import slot_conflict
+from runtime.answer.types import Answer
+from runtime.answer.verdict import yes_no
+from runtime.answer.vocabulary import content_terms, unknown_content_terms
+
+DEMO_FAQ = Path(__file__).resolve().parents[2] / "kiosk_config" / "demo" / "faq.csv"
+
+
+@pytest.mark.parametrize(
+    ("question", "sentences", "lang", "answer", "lead"),
+    [
+        # A day inside a range decides; a sentence about other days does not.
+        (
+            "Is there an English interpreter on Wednesdays?",
+            [
+                "English interpreter | Help Desk | Tuesday to Friday 09:00–16:00, no booking",
+                "There is no English interpreter on Mondays or Saturdays;",
+            ],
+            "en",
+            "yes",
+            "Yes.",
+        ),
+        (
+            "Is there an English interpreter on Mondays?",
+            ["There is no English interpreter on Mondays or Saturdays;"],
+            "en",
+            "no",
+            "No.",
+        ),
+        (
+            "Does the cash machine accept Visa cards?",
+            [
+                "The cash machine (ATM) on the ground floor accepts UnionPay, Visa and Mastercard."
+            ],
+            "en",
+            "yes",
+            "Yes.",
+        ),
+        (
+            "周一有英语现场翻译吗？",
+            ["周一和周六没有英语现场翻译，可以使用视频翻译。"],
+            "zh",
+            "no",
+            "没有。",
+        ),
+        ("周六可以办护照吗？", ["驾驶证和护照业务周六同样不办理。"], "zh", "no", "不可以。"),
+        (
+            "停车场有充电桩吗？",
+            ["地下停车场共有180个车位，8个车位配有充电桩。"],
+            "zh",
+            "yes",
+            "有。",
+        ),
+    ],
+)
+def test_verdict_when_the_quote_decides(question, sentences, lang, answer, lead):
+    v = yes_no(question, sentences, lang)
+    assert v is not None
+    assert (v.answer, v.lead) == (answer, lead)
+    assert answer_polarity(v.lead) == answer
+
+
+@pytest.mark.parametrize(
+    ("question", "sentences", "lang"),
+    [
+        # Not a yes/no question.
+        (
+            "What time does the hall open on Saturdays?",
+            ["On Saturdays the hall opens at 09:00."],
+            "en",
+        ),
+        ("咨询服务台有几台轮椅可以借？", ["咨询服务台有4台轮椅可免费借用。"], "zh"),
+        # "only": what the restriction covers needs knowledge the quote lacks.
+        (
+            "Can I pay with cash at the passport windows?",
+            ["Cash is accepted only at windows 101–108 and window 312."],
+            "en",
+        ),
+        # A condition in the question the sentence does not state (age 70, 10:00).
+        ("我70岁了，停车可以免费吗？", ["持残疾人停车证的车辆可免费停车4小时。"], "zh"),
+        (
+            "Can I come to the counters at 10:00 on a Monday?",
+            ["Counters open at 13:00 on Mondays."],
+            "en",
+        ),
+        # The evening was asked about; the sentence gives hours without saying evening.
+        (
+            "Is the service hotline answered on Thursday evenings?",
+            ["Service hotline | Monday to Friday 08:30–17:30"],
+            "en",
+        ),
+        # The sentence is about another subject (misses "appointment").
+        (
+            "Do I need an appointment to renew my ID card?",
+            ["For a renewal bring your ID card."],
+            "en",
+        ),
+        # Sentences disagree.
+        (
+            "Is the car park open on Saturdays?",
+            ["The car park is open on Saturdays.", "The car park is not open on Saturdays."],
+            "en",
+        ),
+    ],
+)
+def test_verdict_abstains_when_the_quote_does_not_decide(question, sentences, lang):
+    assert yes_no(question, sentences, lang) is None
+
+
+def test_negation_counts_only_near_the_question_words():
+    # "no booking needed" says nothing about whether the interpreter is there.
+    v = yes_no(
+        "Is there an English interpreter on Thursdays?",
+        ["English interpreter | Help Desk | Tuesday to Friday 09:00–16:00, no booking needed"],
+        "en",
+    )
+    assert v is not None and v.answer == "yes"
+
+
+def test_a_negated_question_flips_the_reading():
+    v = yes_no(
+        "Can I register my car without an appointment?",
+        ["You must register your car by appointment."],
+        "en",
+    )
+    assert v is not None and v.answer == "no"
+    shared = yes_no(
+        "Can I register my car without an appointment?",
+        ["You can register your car without an appointment."],
+        "en",
+    )
+    assert shared is not None and shared.answer == "yes"
+
+
+@pytest.mark.parametrize(
+    ("question", "kind"),
+    [
+        ("Which window handles birth certificate copies?", "place"),
+        ("社保卡在哪个窗口办理？", "place"),
+        ("What time does the hall close on Thursdays?", "time"),
+        ("咖啡厅周四营业到几点？", "time"),
+        ("How much is a passport?", "money"),
+        ("新车上牌一共要交多少钱？", "money"),
+        ("How many days do you keep lost property?", "number"),
+        ("Do I need an appointment?", None),
+    ],
+)
+def test_answer_type(question, kind):
+    assert answer_type(question) == kind
+
+
+def test_states_an_answer_of_the_kind():
+    assert states("Window 107 on the ground floor (ticket letter C).", "place")
+    assert not states("This window issues certified copies.", "place")
+    assert states("周四开放到20:00。", "time")
+    assert states("护照收费120元。", "money")
+    assert not states("护照在四楼办理。", "money")
+
+
+def test_the_quote_prefers_the_sentence_stating_the_kind_of_answer():
+    # Both sentences hold the same question words; only the second names a window.
+    passage = (
+        "Birth certificate copies\n"
+        "Copies of birth certificates are often needed for school. "
+        "Copies of birth certificates: window 107 on the ground floor."
+    )
+    ex = best_extract("Which window handles birth certificate copies?", [passage], max_sentences=1)
+    assert ex is not None and "107" in ex.text
+
+
+def test_english_terms_match_by_stem_as_whole_words():
+    assert "thursday" in terms("What time does the hall close on Thursdays?")
+    assert contains("Thursday | 08:30–20:00", "thursday")
+    assert contains("The hall closes at 17:30.", "close")
+    assert not contains("The hall closes at 17:30.", "hal")  # no substring matches in English
+    assert overlap(terms("open on Sundays"), "Closed on Sunday; opens Monday.") == 1.0
+
+
+def test_content_terms_leave_out_numbers_and_function_words():
+    assert content_terms("身份证换领要多少个工作日？") == [
+        t for t in content_terms("身份证换领要多少个工作日？") if t not in ("领要", "多少")
+    ]
+    assert "多长时间" not in content_terms("过号以后多长时间内可以重新激活？")
+    assert "68" not in content_terms("I am 68 years old")
+    assert "library" in content_terms("What are the opening hours of the city library?")
+
+
+def test_unknown_content_terms_ask_the_store():
+    class Store:
+        def unknown_terms(self, words):
+            return [w for w in words if w not in {"opening", "hours", "city"}]
+
+    assert unknown_content_terms(Store(), "What are the opening hours of the city library?") == [
+        "library"
+    ]
+    assert unknown_content_terms(object(), "anything") == []  # a store that cannot tell
+
+
+def test_a_yes_where_the_source_says_no_is_scored_a_contradiction():
+    q = EvalQuestion(
+        "x",
+        "en",
+        "negation",
+        "Is the hall open on Sundays?",
+        True,
+        (("no", "not"), ("closed",)),
+        (),
+        None,
+    )
+    wrong = Answer(text="Yes. The hall is closed on Sundays.", language="en", path="extractive")
+    right = Answer(text="No. The hall is closed on Sundays.", language="en", path="extractive")
+    assert score(q, wrong).contradiction and not score(q, wrong).correct
+    assert score(q, right).correct and not score(q, right).contradiction
+
+
+def test_demo_faq_answers_lead_with_yes_or_no_only_when_every_phrasing_agrees():
+    """An answer starting "需要。" fits "需要预约吗？" but says the opposite to the paraphrase
+    "不预约能直接去吗？"; such entries must state the fact instead."""
+    entries: dict[str, list[dict[str, str]]] = defaultdict(list)
+    with DEMO_FAQ.open(encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            entries[row["id"]].append(row)
+    bad = []
+    for faq_id, rows in entries.items():
+        if answer_polarity(rows[0]["answer"]) is None:
+            continue
+        qs = [r["question"] for r in rows]
+        if any(slot_conflict(a, b) == "negation" for a in qs for b in qs if a < b):
+            bad.append(faq_id)
+    assert bad == []

@@ -1,0 +1,121 @@
+"""The held-out grounded question set (kiosk_config/demo/eval/heldout_questions.jsonl).
+
+Accuracy on the dev set (grounded_questions.jsonl) is what the pipeline was tuned on, so
+answer accuracy is also reported on a held-out set. These checks keep that set honest: it
+loads with the evaluator's own loader, is big and balanced enough to report, cites sections
+that really exist, states facts those sections really contain, and shares no question text
+with the dev set.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from runtime.answer.evaluate import EvalQuestion, load_questions
+
+DEMO = Path(__file__).resolve().parents[2] / "kiosk_config" / "demo"
+HELDOUT = DEMO / "eval" / "heldout_questions.jsonl"
+DEV = DEMO / "eval" / "grounded_questions.jsonl"
+TYPES = {
+    "yesno",
+    "negation",
+    "number",
+    "fee",
+    "time",
+    "place",
+    "documents",
+    "uncovered",
+    "followup",
+}
+# Answers to these only need a polarity word, which the docs need not contain verbatim.
+POLARITY = {"yes", "no", "可以", "能", "是的"}
+
+
+@pytest.fixture(scope="module")
+def heldout() -> list[EvalQuestion]:
+    return load_questions(HELDOUT)
+
+
+def normalise(text: str) -> str:
+    """Case-, width- and punctuation-insensitive form of a question, for duplicate checks."""
+    return re.sub(r"[\W_]+", "", unicodedata.normalize("NFKC", text).casefold())
+
+
+def section_text(source: str) -> str | None:
+    """Text of the cited ``docs/<lang>/<file>.md#<heading>`` section (heading to next heading,
+    bold markers dropped), or None when the file or heading does not exist."""
+    rel, _, heading = source.partition("#")
+    path = DEMO / rel
+    if not heading or not path.is_file():
+        return None
+    parts = re.split(r"(?m)^(#{1,6} .*)$", path.read_text(encoding="utf-8"))
+    for i in range(1, len(parts), 2):
+        if parts[i].lstrip("#").strip() == heading:
+            return (parts[i] + parts[i + 1]).replace("**", "")
+    return None
+
+
+def test_ids_are_unique_and_numbered(heldout):
+    ids = [q.id for q in heldout]
+    assert len(ids) == len(set(ids))
+    assert ids == [f"h{i:03d}" for i in range(1, len(ids) + 1)]
+
+
+def test_size_language_balance_and_types(heldout):
+    assert len(heldout) >= 80
+    langs = Counter(q.lang for q in heldout)
+    assert set(langs) == {"en", "zh"}
+    assert langs["en"] == langs["zh"]
+    assert {q.type for q in heldout} <= TYPES
+    for lang in ("en", "zh"):
+        mine = [q for q in heldout if q.lang == lang]
+        uncovered = [q for q in mine if not q.answerable]
+        assert 6 <= len(uncovered) <= 10, lang
+        assert all(q.type == "uncovered" and not q.expected and q.source is None for q in uncovered)
+        assert {q.type for q in mine} == TYPES, lang
+        assert all(q.history for q in mine if q.type == "followup")
+
+
+def test_question_language_matches_lang_field(heldout):
+    for q in heldout:
+        has_cjk = re.search(r"[\u4e00-\u9fff]", q.question) is not None
+        assert has_cjk == (q.lang == "zh"), q.id
+
+
+def test_answerable_sources_exist_and_state_the_facts(heldout):
+    for q in heldout:
+        if not q.answerable:
+            continue
+        assert q.source and q.source.startswith(f"docs/{q.lang}/"), q.id
+        text = section_text(q.source)
+        assert text is not None, f"{q.id}: {q.source} is not a heading in the demo docs"
+        assert q.expected, q.id
+        low = text.lower()
+        for alts in q.expected:
+            if POLARITY & set(alts) and not any(a.lower() in low for a in alts):
+                continue
+            assert any(a.lower() in low for a in alts), f"{q.id}: none of {alts} in {q.source}"
+        for bad in q.must_not:
+            assert bad.lower() not in low, f"{q.id}: must_not {bad!r} is stated by the source"
+
+
+def test_no_question_repeats_the_dev_set(heldout):
+    dev = load_questions(DEV)
+    dev_norm = {normalise(q.question) for q in dev}
+    dev_exact = {q.question for q in dev}
+    own = [normalise(q.question) for q in heldout]
+    assert len(own) == len(set(own)), "duplicate question inside the held-out set"
+    for q, n in zip(heldout, own, strict=True):
+        assert q.question not in dev_exact, q.id
+        assert n not in dev_norm, q.id
+
+
+def test_normalise_ignores_case_and_punctuation():
+    assert normalise("Is the hall open on Sundays?") == normalise("is the HALL open on sundays")
+    assert normalise("周日能来办事吗？") == normalise("周日能来办事吗?")
+    assert normalise("周日能来办事吗") != normalise("周六能来办事吗")
