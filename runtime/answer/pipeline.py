@@ -645,7 +645,8 @@ class AnswerPipeline:
         s = self.settings
         best_sim = max((h.scores.get("vector_similarity", -1.0) for h in hits), default=-1.0)
         try:
-            unknown = unknown_content_terms(store, question)
+            with self._store_lock:
+                unknown = unknown_content_terms(store, question)
         except Exception as exc:  # noqa: BLE001 - the gate still works on similarity and overlap
             notes.append(f"vocabulary check failed: {type(exc).__name__}")
             unknown = []
