@@ -203,6 +203,21 @@ class AnswerSection(Section):
     cache_size: int = Field(default=512, ge=0, le=100_000)
 
 
+class GenerationSection(Section):
+    """How the generator runs: in a supervised worker process (docs/generation.md) or in-process."""
+
+    isolation: Literal["process", "thread"] = Field(default="process", description="process: a crash, hang or memory blow-up costs a worker restart, not the kiosk")
+    worker_memory_mb: int = Field(default=4096, ge=0, le=1_048_576, description="memory cap of the worker (0: none); the 0.5B needs about 1 GB, the 1.5B about 2.5")
+    worker_memory_limit: Literal["data", "address-space"] = Field(default="data", description="data: RLIMIT_DATA (heap and anonymous maps); address-space: RLIMIT_AS (counts OpenVINO's large reserved maps too)")
+    worker_start_timeout_s: float = Field(default=120.0, gt=0, le=3600, description="load + smoke answer; start-up waits this long for the worker")
+    worker_restart_min_s: float = Field(default=1.0, gt=0, le=600, description="first restart delay; doubles per failure in a row, with jitter")
+    worker_restart_max_s: float = Field(default=30.0, gt=0, le=3600, description="restart delay cap")
+    worker_ping_interval_s: float = Field(default=2.0, gt=0, le=600)
+    worker_ping_timeout_s: float = Field(default=10.0, gt=0, le=600, description="no pong by then: the worker is killed and restarted")
+    worker_grace_s: float = Field(default=5.0, gt=0, le=600, description="past a request's max time (or a cancel) before the worker counts as hung")
+    worker_request_timeout_s: float = Field(default=120.0, gt=0, le=3600, description="time limit of a request that sets none")
+
+
 class AuditSection(Section):
     """The audit log of answered turns (redacted; docs/server.md)."""
 
@@ -229,6 +244,7 @@ class KioskConfig(Section):
     packs: PacksSection = Field(default_factory=PacksSection)
     speech: SpeechSection = Field(default_factory=SpeechSection)
     answer: AnswerSection = Field(default_factory=AnswerSection)
+    generation: GenerationSection = Field(default_factory=GenerationSection)
     audit: AuditSection = Field(default_factory=AuditSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
 

@@ -18,6 +18,11 @@ Hierarchy (one section per subsystem; add new classes to the matching section)::
     │   ├── BackendUnavailableError a library (onnxruntime, openvino, ...) is not installed
     │   ├── DeviceError             unknown device name, or no device could run the model
     │   └── InferenceError          a loaded model failed while running
+    │       └── WorkerError         the generator worker process (runtime/workers)
+    │           ├── WorkerUnavailableError  starting, restarting or failed: not serving now
+    │           ├── WorkerCrashedError      died mid-request (WorkerHungError: stopped answering)
+    │           ├── WorkerProtocolError     garbage, oversize or malformed frames
+    │           └── WorkerBusyError         another request held the worker too long
     ├── KnowledgeError              knowledge store, ingestion, retrieval
     │   ├── StoreOpenError          the store file cannot be opened
     │   ├── StoreCorruptError       not an SQLite database / integrity check failed
@@ -110,6 +115,30 @@ class DeviceError(ModelError):
 
 class InferenceError(ModelError):
     """A loaded model failed while running (bad output, crash, timeout)."""
+
+
+class WorkerError(InferenceError):
+    """The generator's worker process failed; the supervisor restarts it."""
+
+
+class WorkerUnavailableError(WorkerError):
+    """The worker is starting, restarting or failed, so nothing is generated now."""
+
+
+class WorkerCrashedError(WorkerError):
+    """The worker process died (crash, SIGKILL, out of memory) while serving a request."""
+
+
+class WorkerHungError(WorkerCrashedError):
+    """The worker stopped answering pings or overran a request's time; it was killed."""
+
+
+class WorkerProtocolError(WorkerError):
+    """The worker sent an undecodable, oversize or malformed frame; it was killed."""
+
+
+class WorkerBusyError(WorkerError):
+    """Another request held the single-flight worker for the whole of this request's budget."""
 
 
 # --- knowledge ---------------------------------------------------------------------

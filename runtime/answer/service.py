@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .demo_store import DEMO_SOURCE, open_demo_store
 from .embedding import load_answer_embedder
-from .generation import load_answer_generator
+from .generation import load_answer_generator, prestart_answer_generator
 from .pipeline import AnswerPipeline, PipelineSettings
 from .static_faq import StaticFaq
 
@@ -27,9 +27,15 @@ class Service:
     knowledge: str  # what answers come from, in words
     generator: str  # what generates, or why nothing does
     placements: dict = field(default_factory=dict)
+    packs: Any = None  # runtime.packs.serving.PackServing under `kiosk serve` (sync, installer)
 
     def close(self) -> None:
+        if self.packs is not None:
+            self.packs.stop()
         self.pipeline.close()
+        generator = self.pipeline.generator
+        if generator is not None:
+            generator.close()  # stops the generator worker process, when there is one
         store = self.pipeline.store
         if hasattr(store, "close") and not hasattr(store, "acquire"):
             store.close()
@@ -64,6 +70,8 @@ def build_service(
     from kiosk_config.experiment import load_experiment
     from runtime.knowledge.store import KnowledgeStore
 
+    if with_generator:
+        prestart_answer_generator(cfg)  # the worker loads while the embedder and store do
     embedder = load_answer_embedder(cfg)
     if db is not None:
         store = KnowledgeStore.open(

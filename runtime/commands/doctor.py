@@ -79,6 +79,7 @@ def doctor(ctx: click.Context, as_json: bool, no_load: bool, measure: bool) -> N
     from runtime.inference.generator_select import doctor_report
 
     generation = doctor_report(cfg, measure=measure)
+    generation["worker"] = _worker_report(cfg, start=not no_load)
     data = {
         "cpu": {"model": report.cpu_model, "cores": report.cores, "flags": sorted(caps.cpu_flags)},
         "backends": {b: report.versions.get(b, "yes") for b in sorted(caps.backends)},
@@ -96,6 +97,33 @@ def doctor(ctx: click.Context, as_json: bool, no_load: bool, measure: bool) -> N
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
     _print_tables(data)
+
+
+def _worker_report(cfg, *, start: bool) -> dict:
+    """How the generator is isolated; unless --no-load, start the worker as `kiosk serve` does
+    and report its state, pid, start time and memory, then stop it."""
+    import time
+
+    g = cfg.generation
+    report: dict = {
+        "isolation": g.isolation,
+        "memory_cap_mb": g.worker_memory_mb,
+        "memory_limit": g.worker_memory_limit,
+        "restart_backoff_s": [g.worker_restart_min_s, g.worker_restart_max_s],
+    }
+    if g.isolation != "process" or not start:
+        return report
+    from runtime.workers.supervisor import ProcessGenerator
+
+    t0 = time.perf_counter()
+    worker = ProcessGenerator(cfg).start()
+    try:
+        worker.wait_ready()
+        report["start_s"] = round(time.perf_counter() - t0, 2)
+        report.update(worker.status())
+    finally:
+        worker.close()
+    return report
 
 
 def _print_tables(d: dict) -> None:
@@ -135,6 +163,20 @@ def _print_tables(d: dict) -> None:
     con.print(f"[bold]Generator[/]: {g['generator']}" + (f" [red]{g['error']}[/]" if g.get("error") else ""))
     for reason in g.get("reasons", []):
         con.print(f"  - {reason}")
+    w = g.get("worker") or {}
+    if w.get("isolation") == "process":
+        cap = f"{w['memory_cap_mb']} MB ({w['memory_limit']})" if w["memory_cap_mb"] else "none"
+        line = f"[bold]Generator worker[/]: separate process, memory cap {cap}"
+        if "state" in w:
+            color = "green" if w["state"] == "ready" else "red"
+            line += f"; started: [{color}]{w['state']}[/] in {w['start_s']} s"
+            if w.get("pid"):
+                line += f", pid {w['pid']}, RSS {w.get('rss_mb')} MB (peak {w.get('peak_rss_mb')} MB)"
+            if w.get("last_error"):
+                line += f" [red]{w['last_error']}[/]"
+        con.print(line)
+    elif w:
+        con.print("[bold]Generator worker[/]: none ([generation] isolation = \"thread\": in the server process)")
     for m in g.get("measurements", []):
         if m["error"]:
             con.print(f"  {m['generator']}: [red]failed[/] {m['error']}")
