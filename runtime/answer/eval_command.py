@@ -37,7 +37,10 @@ def _csv(value: str, cast=str) -> list:
     help="Prompt styles to compare: plain,numbered.",
 )
 @click.option(
-    "--passages", default="2", show_default=True, help="Context passages to compare, e.g. 1,2,3."
+    "--passages",
+    default="2",
+    show_default=True,
+    help="Context passages to compare, e.g. 0,1,2 (0: only the quoted sentences).",
 )
 @click.option(
     "--check",

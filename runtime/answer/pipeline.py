@@ -70,7 +70,7 @@ class PipelineSettings:
     top_k: int = 5
     mode: str = "hybrid"
     rrf_k: int = 60
-    context_passages: int = 2
+    context_passages: int = 2  # 0: only the quoted sentences
     prompt_style: str = "plain"
     max_tokens: int = 128
     temperature: float = 0.0
@@ -547,11 +547,12 @@ class AnswerPipeline:
                 self.cache.put(key, qv, lang, base)
             yield self._finish(base, timer)
             return
-        # Context: the passage the quote came from, then the next best, up to context_passages.
+        # Context: the passage the quote came from, then the next best, up to context_passages;
+        # 0 = only the quoted sentences (a short prompt: the first token comes sooner).
         order = [extract.passage_index] + [
             i for i in range(len(hits)) if i != extract.passage_index
         ]
-        context_hits = [hits[i] for i in order[: s.context_passages]]
+        context_hits = [hits[i] for i in order[: max(1, s.context_passages)]]
         sources = [_source_from_hit(1, context_hits[0], extract.text)] + [
             _source_from_hit(n, h) for n, h in enumerate(context_hits[1:], start=2)
         ]
@@ -725,9 +726,14 @@ class AnswerPipeline:
             yield self._finish(quoted, timer)
             return
         question_for_model = rewritten
+        passages = (
+            [" ".join(quoted.sources[0].quote.split())]
+            if s.context_passages == 0 and quoted.sources and quoted.sources[0].quote
+            else [h.text for h in context_hits]
+        )
         prompt = build_prompt(
             question_for_model,
-            [h.text for h in context_hits],
+            passages,
             lang,
             kiosk_name=self.kiosk_name,
             style=s.prompt_style,

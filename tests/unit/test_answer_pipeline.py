@@ -297,3 +297,17 @@ def test_warm_up_loads_indexes_without_generating_or_touching_breakers(store):
     assert gen.requests == []  # start-up spends no generation (and no turn deadline)
     assert p.health()["breakers"]["generator"]["failures"] == 0
     assert p.health()["answers"] == {}
+
+
+def test_context_of_only_the_quoted_sentences_makes_a_shorter_prompt(store):
+    """context_passages = 0: the model sees the quote, not whole passages (a faster first
+    token); the check still judges the answer against the quote's passage."""
+    prompts = {}
+    for n in (0, 2):
+        gen = FakeGenerator(lambda req: "The hall is closed all day on Sundays.")
+        a = make(store, gen, context_passages=n).answer("Is the hall open on Sundays?")
+        assert a.path in ("rag", "extractive"), a
+        prompts[n] = gen.requests[-1].prompt
+        quote = a.sources[0].quote
+    assert len(prompts[0]) < len(prompts[2])
+    assert " ".join(quote.split()) in prompts[0]
