@@ -41,6 +41,11 @@ class AnswerCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def version(self) -> str:
+        """The knowledge version entries are kept for."""
+        return self._version
+
     def set_version(self, version: str) -> None:
         """Drop everything when the knowledge version changes."""
         with self._lock:

@@ -38,8 +38,8 @@ from runtime.knowledge.records import Hit
 from . import faq as faq_mod
 from .breaker import CircuitBreaker
 from .cache import AnswerCache
-from .check import answer_polarity, check_answer
-from .extractive import best_extract, overlap, split_sentences, terms
+from .check import check_answer
+from .extractive import best_extract, overlap, terms
 from .guard import looks_like_injection
 from .languages import answer_language, question_language
 from .normalize import MAX_QUESTION_CHARS, clean_question, question_key
@@ -47,7 +47,7 @@ from .prompt import build_prompt, says_unknown
 from .rewrite import decompose, normalize_weekdays, rewrite_with_history
 from .static_faq import StaticFaq
 from .types import Answer, AnswerEvent, Source, Turn
-from .verdict import yes_no
+from .verdict import with_yes_no, yes_no
 from .vocabulary import unknown_content_terms
 
 log = logging.getLogger(__name__)
@@ -199,15 +199,6 @@ class _Timer:
         return dict(self.stages)
 
 
-def _with_verdict(question: str, answer: str, lang: str) -> str:
-    """An FAQ answer written for a paraphrase ("Which services are free?") with the yes/no its
-    own sentences decide for a yes/no question, unless it already starts with one."""
-    if answer_polarity(answer) is not None:
-        return answer
-    verdict = yes_no(question, split_sentences(answer), lang)
-    return answer if verdict is None else f"{verdict.lead} {answer}"
-
-
 def _source_from_hit(n: int, hit: Hit, quote: str | None = None) -> Source:
     c = hit.citation
     return Source(
@@ -299,6 +290,15 @@ class AnswerPipeline:
             ans.timings_ms = timer.done()
             self._count(ans.path)
             yield AnswerEvent("done", ans.text, answer=ans)
+
+    @property
+    def store_lock(self) -> threading.Lock:
+        """Held around every use of the store's one SQLite connection."""
+        return self._store_lock
+
+    def knowledge_version(self) -> str:
+        """What the answers come from now (pack id and version, or the store's content)."""
+        return str(self._knowledge_version())
 
     def warm_up(self) -> None:
         """Load lazy tables (jieba, vector indexes) and the embedder's first-call costs before the
@@ -480,7 +480,7 @@ class AnswerPipeline:
             h = decision.hit
             ans = replace(
                 base,
-                text=_with_verdict(rewritten, h.answer, lang),
+                text=with_yes_no(rewritten, h.answer, lang),
                 path="faq",
                 sources=[
                     Source(

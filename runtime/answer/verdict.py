@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 from runtime.knowledge.text import normalize
 
-from .check import is_yes_no_question
-from .extractive import contains, terms
+from .check import answer_polarity, is_yes_no_question
+from .extractive import contains, split_sentences, terms
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DAY_WORDS = {
@@ -140,6 +140,15 @@ _WH = {
     "zh": re.compile(r"几|多少|什么|哪|怎么|怎样|多长|多久|谁|为何|为什么"),
 }
 _NUMBER = re.compile(r"\d+(?::\d\d)?")
+
+
+def with_yes_no(question: str, answer: str, lang: str) -> str:
+    """An FAQ answer written for a paraphrase ("Which services are free?") with the yes/no its
+    own sentences decide for a yes/no question, unless it already starts with one."""
+    if answer_polarity(answer) is not None:
+        return answer
+    verdict = yes_no(question, split_sentences(answer), lang)
+    return answer if verdict is None else f"{verdict.lead} {answer}"
 
 
 def yes_no(question: str, sentences: list[str] | tuple[str, ...], lang: str) -> Verdict | None:

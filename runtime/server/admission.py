@@ -21,10 +21,14 @@ Per-client :class:`RateLimiter` (token bucket) turns floods into 429 + Retry-Aft
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
+import itertools
+import logging
 import math
+import os
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +36,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from runtime.errors import RateLimitedError
+
+log = logging.getLogger(__name__)
 
 
 class Pipeline(Protocol):
@@ -73,26 +79,97 @@ class Deadline:
 # --- fast paths ------------------------------------------------------------------------
 
 
-class FastPath:
-    """Answers that need no model and no worker: the answer cache and the static FAQ.
+_TRACE_PREFIX = os.urandom(4).hex()
+_trace_counter = itertools.count(1)
 
-    Works on a real :class:`AnswerPipeline` (its ``cache``, ``static_faq``, ``staff_handoff``)
-    or on any pipeline that offers ``fast_answer(question, history)`` itself.
+
+def new_trace_id() -> str:
+    """16 hex characters, unique in this process (random prefix + counter).
+
+    ``uuid4`` was the largest single cost of a cache answer; a trace id only has to tell
+    turns apart in the logs and the audit log, not be unguessable.
+    """
+    return f"{_TRACE_PREFIX}{next(_trace_counter) & 0xFFFFFFFF:08x}"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A question cleaned as the pipeline cleans it, with its matching keys."""
+
+    text: str  # cleaned question
+    language: str  # answer language
+    key: str  # cache / static-FAQ key (question_key)
+    faq_norm: str | None  # the store's exact-FAQ key, None when the pipeline would rewrite first
+
+
+MEMO_MAX_CHARS = 256  # longer questions are prepared every time (they rarely repeat)
+
+
+@functools.lru_cache(maxsize=4096)
+def _prepare_cached(question: str, languages: tuple[str, ...]) -> Prepared:
+    return _prepare_uncached(question, languages)
+
+
+def _prepare_uncached(question: str, languages: tuple[str, ...]) -> Prepared:
+    from runtime.answer.languages import answer_language, question_language
+    from runtime.answer.normalize import clean_question, question_key
+    from runtime.answer.rewrite import normalize_weekdays
+    from runtime.knowledge.text import normalize
+
+    text, _ = clean_question(question)
+    qlang = question_language(text, default=languages[0])
+    lang = answer_language(qlang, list(languages))
+    key = question_key(text)
+    faq_norm = None
+    # The pipeline matches the pack FAQ on the rewritten question; with no history that is the
+    # question itself except for Chinese weekday words, where it also re-checks word overlap.
+    # Only the unchanged case is answered here; the rest goes to the pipeline.
+    if key and qlang in languages and (lang != "zh" or normalize_weekdays(text) == text):
+        faq_norm = normalize(text)
+    return Prepared(text, lang, key, faq_norm)
+
+
+def prepare_question(question: str, languages: tuple[str, ...]) -> Prepared:
+    """Memoised for short questions: a crowd asks the same few, and this is pure."""
+    if len(question) <= MEMO_MAX_CHARS:
+        return _prepare_cached(question, languages)
+    return _prepare_uncached(question, languages)
+
+
+@functools.lru_cache(maxsize=1024)
+def faq_answer_text(question: str, answer: str, language: str) -> str:
+    """The FAQ answer as the pipeline words it for this question (a yes/no lead when the
+    entry's own sentences decide a yes/no question). Memoised: only exact FAQ questions
+    reach it, and the first costs up to ~0.2 ms (word segmentation)."""
+    from runtime.answer.verdict import with_yes_no
+
+    return with_yes_no(question, answer, language)
+
+
+class FastPath:
+    """Answers that need no model and no worker: the answer cache, the active pack's FAQ
+    (exact normalised match, :mod:`runtime.server.pack_faq`) and the static FAQ.
+
+    Works on a real :class:`AnswerPipeline` (its ``cache``, ``store``, ``static_faq``,
+    ``staff_handoff``) or on any pipeline that offers ``fast_answer(question, history)`` itself.
     """
 
     def __init__(self, pipeline: Any) -> None:
         self.pipeline = pipeline
         self._index: _BigramIndex | None = None
+        self._langs = tuple(getattr(pipeline, "languages", None) or ("zh", "en"))
+        self._static_of: Any = None
+        self._static_map: dict = {}
+        self.pack_faq = None
+        if not hasattr(pipeline, "fast_answer") and hasattr(pipeline, "store"):  # may be None now
+            from .pack_faq import PackFaqIndex
+
+            self.pack_faq = PackFaqIndex(pipeline)
+            self.pack_faq.refresh_soon()
 
     def _prepare(self, question: str) -> tuple[str, str]:
-        from runtime.answer.languages import answer_language, question_language
-        from runtime.answer.normalize import clean_question
-
-        p = self.pipeline
-        text, _ = clean_question(question)
-        langs = list(getattr(p, "languages", ["zh", "en"]))
-        lang = answer_language(question_language(text, default=langs[0]), langs)
-        return text, lang
+        prep = prepare_question(question, self._langs)
+        return prep.text, prep.language
 
     def _answer(
         self, text: str, lang: str, path: str, answer_text: str, notes: list[str], sources=()
@@ -107,14 +184,17 @@ class FastPath:
             path=path,
             sources=list(sources),
             experiment_id=getattr(settings, "experiment_id", ""),
-            trace_id=uuid.uuid4().hex[:16],
+            trace_id=new_trace_id(),
             question=text,
             rewritten=text,
             notes=notes,
         )
 
     def lookup(self, question: str, history: Sequence[Any]) -> Any | None:
-        """An exact cache hit or exact static-FAQ match, else None. Microseconds; safe on the event loop."""
+        """An exact cache hit, exact pack-FAQ or exact static-FAQ match, else None.
+
+        Microseconds; safe on the event loop.
+        """
         p = self.pipeline
         if hasattr(p, "fast_answer"):
             return p.fast_answer(question, history)
@@ -122,13 +202,9 @@ class FastPath:
             history
         ):  # a follow-up means something else in another conversation (as the pipeline does)
             return None
-        from dataclasses import replace
-
-        from runtime.answer.normalize import question_key
-
         t0 = time.perf_counter()
-        text, lang = self._prepare(question)
-        key = question_key(text)
+        prep = prepare_question(question, self._langs)
+        text, lang, key = prep.text, prep.language, prep.key
         if not key:
             return None
         cache = getattr(p, "cache", None)
@@ -136,25 +212,65 @@ class FastPath:
             hit = cache.get(key, None, lang)
             if hit is not None:
                 prev, how = hit
-                return replace(
+                ms = (time.perf_counter() - t0) * 1000
+                return dataclasses.replace(
                     prev,
                     path="cache",
-                    trace_id=uuid.uuid4().hex[:16],
+                    trace_id=new_trace_id(),
                     question=text,
-                    timings_ms={
-                        "cache": (time.perf_counter() - t0) * 1000,
-                        "total": (time.perf_counter() - t0) * 1000,
-                    },
+                    timings_ms={"cache": ms, "total": ms},
                     notes=[f"cache hit ({how}) on the fast path; was {prev.path}"],
                 )
+        if self.pack_faq is not None and prep.faq_norm:
+            try:
+                e = self.pack_faq.lookup(prep.faq_norm, lang)
+                if e is not None:
+                    return self._pack_faq_answer(e, text, lang, t0)
+            except Exception:  # noqa: BLE001 - a bug here must not fail the visitor: the pipeline answers
+                log.exception("pack FAQ fast path failed; leaving the question to the pipeline")
         static = getattr(p, "static_faq", None)
         if static is not None:
-            for e in static.entries:
-                if e.key == key and e.language == lang:
-                    return self._faq_answer(
-                        static, e, text, lang, t0, "exact static FAQ match on the fast path"
-                    )
+            e = self._static_exact(static).get((key, lang))
+            if e is not None:
+                return self._faq_answer(
+                    static, e, text, lang, t0, "exact static FAQ match on the fast path"
+                )
         return None
+
+    def _static_exact(self, static) -> dict:
+        """(key, language) → first static FAQ entry; rebuilt when the static FAQ is replaced."""
+        if self._static_of is not static:
+            table: dict = {}
+            for e in static.entries:
+                table.setdefault((e.key, e.language), e)
+            self._static_map, self._static_of = table, static
+        return self._static_map
+
+    def _pack_faq_answer(self, e, text: str, lang: str, t0: float) -> Any:
+        """The answer the pipeline gives for an exact pack FAQ match (same text and source)."""
+        from runtime.answer.types import Source
+
+        src = Source(
+            1,
+            "FAQ",
+            e.matched_question,
+            e.source,
+            e.pack_id,
+            e.pack_version,
+            e.answer,
+            faq_id=e.faq_id,
+        )
+        ans = self._answer(
+            text,
+            lang,
+            "faq",
+            faq_answer_text(text, e.answer, lang),
+            ["exact pack FAQ match on the fast path"],
+            [src],
+        )
+        ms = (time.perf_counter() - t0) * 1000
+        ans.timings_ms = {"faq": ms, "total": ms}
+        return ans
 
     def _faq_answer(self, static, e, text: str, lang: str, t0: float, note: str) -> Any:
         from runtime.answer.types import Source

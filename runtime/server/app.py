@@ -44,11 +44,26 @@ class AppState:
     def load(self, build: Callable[[], object]) -> None:
         try:
             self.service = build()
+            freeze_startup_objects()
         except Exception as exc:  # noqa: BLE001 - reported by /healthz
             log.exception("loading the answer service failed")
             self.error = f"{type(exc).__name__}: {exc}"
         finally:
             self.ready.set()
+
+
+def freeze_startup_objects() -> None:
+    """Move everything loaded at start (models' Python side, tokenizer and jieba tables,
+    libraries) out of the cyclic garbage collector's sight.
+
+    Those objects live until the process ends, yet every full collection walked all of them:
+    tens of milliseconds with the event loop stopped, which is what a visitor's p99 saw
+    under a crowd. ``gc.freeze`` keeps them out of later collections.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def _bad(message: str, status: int = 400) -> JSONResponse:

@@ -49,8 +49,13 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
         body += chunk
         if len(body) > max_bytes:
             raise reject(f"request body over {max_bytes} bytes", "send a shorter request", 413)
+    return parse_json_object(bytes(body))
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """A request body as a JSON object: no NaN/Infinity, at most 32 levels deep, else a 400."""
     try:
-        data = json.loads(bytes(body), parse_constant=_no_constants)
+        data = json.loads(body, parse_constant=_no_constants)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise reject(f"body is not valid JSON: {str(exc)[:120]}", "send a JSON object") from None
     if not isinstance(data, dict):
@@ -130,15 +135,51 @@ def answer_dict(answer: Any) -> dict:
     return d
 
 
+def _load_orjson():
+    try:
+        import orjson
+
+        return orjson.dumps
+    except ImportError:  # optional (the `server` speed-up); the standard library does the same
+        return None
+
+
+_orjson_dumps = _load_orjson()
+
+
+def dumps(data: Any) -> bytes:
+    """Compact UTF-8 JSON of a response body.
+
+    orjson when installed (an order of magnitude cheaper: JSON encoding was a tenth of a
+    cache answer's cost), else the standard library. Text the strict encoder refuses (a lone
+    surrogate a client sent) is written with ``\\u`` escapes instead of failing the request.
+    """
+    if _orjson_dumps is not None:
+        try:
+            return _orjson_dumps(data)
+        except TypeError:
+            pass
+    try:
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:
+        return json.dumps(data, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+class FastJSONResponse(JSONResponse):
+    """A JSONResponse encoded with :func:`dumps`."""
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content)
+
+
 def sse(data: Any, event: str | None = None) -> bytes:
     """One server-sent event; ``data`` is JSON-encoded (one line, so no framing injection)."""
-    payload = (
-        data
-        if isinstance(data, str)
-        else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    )
-    head = f"event: {event}\n" if event else ""
-    return f"{head}data: {payload}\n\n".encode()
+    if isinstance(data, str):
+        payload = data.encode("utf-8", "backslashreplace")
+    else:
+        payload = dumps(data)
+    head = b"event: " + event.encode() + b"\n" if event else b""
+    return head + b"data: " + payload + b"\n\n"
 
 
 def str_field(

@@ -36,6 +36,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from runtime.errors import KioskError
 
 from .common import (
+    FastJSONResponse,
     answer_dict,
     busy_response,
     error_response,
@@ -51,6 +52,7 @@ from .turns import TurnRunner
 log = logging.getLogger(__name__)
 
 MAX_QUESTION_CHARS = 2000
+RATE_CHECKED = "kiosk.rate_checked"  # scope key: this request's rate-limit token is already spent
 MAX_HISTORY = 20
 MAX_SPEAK_CHARS = 2000
 
@@ -115,6 +117,16 @@ def answer_json(answer: Any, degraded: bool) -> dict:
     return d
 
 
+def _speak_to_samples(synth: Any, text: str, language: str) -> tuple[Any, int]:
+    """Text → (int16 samples, rate) the way `kiosk speak` does it: sentence by sentence
+    (a voice model has a length limit per call), joined into one clip."""
+    from runtime.speech.speaker import CollectSink, Speaker
+
+    sink = CollectSink()
+    Speaker({language: synth}, sink, max_chars=MAX_SPEAK_CHARS).speak(text, language)
+    return sink.samples()
+
+
 class KioskRoutes:
     def __init__(
         self,
@@ -149,7 +161,10 @@ class KioskRoutes:
     async def ask(self, request: Request):
         """Answer a question: JSON, or server-sent events when ``stream`` is true."""
         try:
-            self.turns.check_rate(request.client, request.headers)
+            if not request.scope.get(
+                RATE_CHECKED
+            ):  # the fast lane may have spent the token already
+                self.turns.check_rate(request.client, request.headers)
             data = await read_json(request, self.max_body_bytes)
             question = str_field(data, "question", max_chars=MAX_QUESTION_CHARS)
             sid = str_field(data, "session", max_chars=64, required=False)
@@ -177,7 +192,7 @@ class KioskRoutes:
                 question, history, deadline, channel="kiosk", client=client
             )
             remember(res.answer)
-            return JSONResponse(answer_json(res.answer, res.degraded))
+            return FastJSONResponse(answer_json(res.answer, res.degraded))
 
         hit = self.turns.fast(question, history, channel="kiosk", client=client)
         if hit is not None:  # complete already: the same events in one plain response
@@ -273,8 +288,8 @@ class KioskRoutes:
         if self.turns.admission.decide(deadline) is not None:
             return busy_response("the kiosk is busy")
         try:
-            audio = await self.turns.admission.run(
-                deadline, lambda: synth.synthesize(text, language=lang)
+            samples, rate = await self.turns.admission.run(
+                deadline, _speak_to_samples, synth, text, lang
             )
         except DeadlineMissed:
             return busy_response("speech did not finish in time")
@@ -284,8 +299,8 @@ class KioskRoutes:
         with wave.open(buf, "wb") as w:
             w.setnchannels(1)
             w.setsampwidth(2)
-            w.setframerate(int(audio.sample_rate))
-            w.writeframes(audio.samples.astype("<i2").tobytes())
+            w.setframerate(int(rate))
+            w.writeframes(samples.astype("<i2").tobytes())
         return Response(buf.getvalue(), media_type="audio/wav")
 
     async def voice(self, ws: WebSocket):

@@ -118,6 +118,9 @@ class ServiceMetrics:
             except (TypeError, ValueError):
                 continue
 
+    def observe_request(self, endpoint: str, seconds: float) -> None:
+        self._child(self.request_seconds, endpoint=endpoint).observe(seconds)
+
     def set_breakers(self, snapshot: dict) -> None:
         for name, snap in (snapshot or {}).items():
             state = snap.get("state") if isinstance(snap, dict) else snap

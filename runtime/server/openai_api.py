@@ -16,9 +16,9 @@ replaces them). Every stream ends with ``data: [DONE]``.
 from __future__ import annotations
 
 import base64
+import os
 import re
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -28,7 +28,15 @@ from starlette.routing import Route
 
 from runtime.errors import KioskError
 
-from .common import busy_response, error_response, read_json, reject, source_dict, sse
+from .common import (
+    FastJSONResponse,
+    busy_response,
+    error_response,
+    read_json,
+    reject,
+    source_dict,
+    sse,
+)
 from .turns import TurnRunner
 
 CHAT_MODEL = "kiosk-assistant"
@@ -160,14 +168,14 @@ class OpenAIRoutes:
             return error_response(exc)
         deadline = self.turns.deadline(request.headers)
         client = "loopback" if _loopback(request) else "remote"
-        cid = "chatcmpl-" + uuid.uuid4().hex[:24]
+        cid = "chatcmpl-" + os.urandom(12).hex()
         created = int(time.time())
         if not stream:
             res = await self.turns.answer(
                 question, history, deadline, channel="openai", client=client
             )
             a = res.answer
-            return JSONResponse(
+            return FastJSONResponse(
                 {
                     "id": cid,
                     "object": "chat.completion",

@@ -41,6 +41,7 @@ from runtime.errors import RateLimitedError, RequestRejectedError
 log = logging.getLogger(__name__)
 
 Reject = Callable[[str], None]  # metrics hook: called with the reason of each refusal
+HEADERS_KEY = "kiosk.headers"  # scope key: the request headers as a lower-case dict
 
 
 @dataclass
@@ -103,6 +104,7 @@ def secret_matches(given: str | None, secrets: Iterable[str]) -> bool:
     return ok
 
 
+@functools.lru_cache(maxsize=512)
 def split_host(value: str) -> tuple[str, int | None] | None:
     """``host[:port]`` / ``[v6]:port`` → (lower-case host, port or None); None when malformed."""
     value = value.strip().lower()
@@ -206,6 +208,7 @@ class SecurityMiddleware:
         headers = {
             k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
         }
+        scope[HEADERS_KEY] = headers  # decoded once; the fast lane reads them from here
         server = scope.get("server")
         server_port = server[1] if server and len(server) > 1 else None
         problem = self._check(scope, headers, server_port)
@@ -539,7 +542,7 @@ def guarded_http_protocol(header_timeout_s: float, on_timeout: Callable[[], None
                 self.transport.close()
 
         def connection_made(self, transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
+            super().connection_made(_CoalescingTransport(transport, self.loop))
             self._arm()
 
         def on_message_begin(self) -> None:
@@ -555,3 +558,66 @@ def guarded_http_protocol(header_timeout_s: float, on_timeout: Callable[[], None
             super().connection_lost(exc)
 
     return GuardedHttpToolsProtocol
+
+
+class _CoalescingTransport:
+    """Sends a response's head and its first body part in one ``send`` instead of two.
+
+    uvicorn writes the status line and headers, then the body, each straight to the socket:
+    on loopback those two system calls were a quarter of a cache answer's CPU. A write that
+    is exactly a response head is held until the next write (or, for a streamed response
+    whose first part comes later, the next turn of the event loop) and sent with it.
+    Everything else is the real transport's.
+    """
+
+    __slots__ = ("_t", "_loop", "_held", "_flush_handle")
+
+    def __init__(self, transport, loop) -> None:
+        self._t = transport
+        self._loop = loop
+        self._held: bytes | None = None
+        self._flush_handle = None
+
+    def __getattr__(self, name):
+        return getattr(self._t, name)
+
+    def write(self, data) -> None:
+        if self._held is not None:
+            data = self._held + bytes(data)
+            self._held = None
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
+                self._flush_handle = None
+        elif data[:5] == b"HTTP/" and data[-4:] == b"\r\n\r\n":
+            self._held = bytes(data)
+            self._flush_handle = self._loop.call_soon(self.flush)
+            return
+        self._t.write(data)
+
+    def flush(self) -> None:
+        self._flush_handle = None
+        held, self._held = self._held, None
+        if held is not None and not self._t.is_closing():
+            self._t.write(held)
+
+    def writelines(self, parts) -> None:
+        self.write(b"".join(parts))
+
+    def get_write_buffer_size(self) -> int:
+        return self._t.get_write_buffer_size() + len(self._held or b"")
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._t.write_eof()
+
+    def close(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self.flush()
+        self._t.close()
+
+    def abort(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self._held = None
+        self._t.abort()

@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 
 from .admin_api import UPLOAD_PATH, AdminRoutes
 from .admission import Admission, RateLimiter
+from .fast_lane import KioskFastLane
 from .kiosk_api import KioskRoutes
 from .metrics import ServiceMetrics
 from .openai_api import OpenAIRoutes
@@ -76,6 +77,7 @@ def build_service_app(
     get_installer: Callable[[], Any] = lambda: None,
     get_sync: Callable[[], Any] = lambda: None,
     pack_version: Callable[[], tuple[str, int]] | None = None,
+    fast_lane: bool = True,
 ) -> Starlette:
     s = cfg.server
     metrics = ServiceMetrics()
@@ -176,6 +178,8 @@ def build_service_app(
     cors = cors_middleware(s.cors_origins)
     if cors is not None:
         middleware.append(cors)
+    if fast_lane:  # after every check: cache/FAQ questions skip the framework (fast_lane.py)
+        middleware.append(Middleware(KioskFastLane, kiosk=kiosk))
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -227,9 +231,9 @@ def from_app_state(state, cfg, base_routes: Sequence[BaseRoute] = ()) -> Starlet
         with lock:
             if not voices:
                 try:
-                    from runtime.commands.speech import build_voices
+                    from runtime.speech.speaker import voices_from_config
 
-                    voices.update(build_voices(cfg, prefer="auto"))
+                    voices.update(voices_from_config(cfg, prefer="auto", note=log.warning))
                 except Exception as exc:  # noqa: BLE001 - no voice: speak answers 503 with the reason logged
                     log.warning("no voice for /v1/kiosk/speak: %s", exc)
                     voices["_none"] = None
@@ -272,10 +276,20 @@ def from_app_state(state, cfg, base_routes: Sequence[BaseRoute] = ()) -> Starlet
 def uvicorn_options(cfg, on_slow_header: Callable[[], None] | None = None) -> dict[str, Any]:
     """Keyword arguments for ``uvicorn.Config`` that match the service's limits."""
     s = cfg.server
+    try:
+        import uvloop  # noqa: F401 - uvicorn[standard] installs it; the faster event loop
+
+        loop = "uvloop"
+    except ImportError:
+        loop = "auto"
     return {
+        "loop": loop,
         "http": guarded_http_protocol(s.header_timeout_s, on_slow_header),
         "ws_max_size": s.max_ws_message_bytes,
         "limit_concurrency": s.max_connections,
         "timeout_keep_alive": 5,
         "h11_max_incomplete_event_size": 16 * 1024,
+        # The kiosk is not behind a proxy: the address a request comes from is the peer's,
+        # never an X-Forwarded-For header (which a loopback client could otherwise set).
+        "proxy_headers": False,
     }

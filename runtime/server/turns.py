@@ -196,20 +196,30 @@ class TurnRunner:
 
     def _done(self, ans: Any, degraded: bool, channel: str, client: str, t0: float) -> TurnResult:
         self.metrics.observe_answer(ans, degraded=degraded)
-        self.metrics.request_seconds.labels(endpoint=channel).observe(time.perf_counter() - t0)
-        if self.audit is not None:
-            from runtime.audit import TurnRecord
+        self.metrics.observe_request(channel, time.perf_counter() - t0)
+        audit = self.audit
+        if audit is not None:
+            # The audit record (and its redaction) is built on the audit writer thread, not here
+            # on the event loop; audit logs without record_answer get a finished TurnRecord.
+            by_answer = getattr(audit, "record_answer", None)
+            if by_answer is not None:
+                ok = by_answer(ans, degraded=degraded, channel=channel, client=client)
+            else:
+                from runtime.audit import TurnRecord
 
-            if not self.audit.record(
-                TurnRecord.from_answer(ans, degraded=degraded, channel=channel, client=client)
-            ):
+                ok = audit.record(
+                    TurnRecord.from_answer(ans, degraded=degraded, channel=channel, client=client)
+                )
+            if not ok:
                 self.metrics.audit_dropped.inc()
-        log.info(
-            "turn trace=%s channel=%s path=%s degraded=%s",
-            getattr(ans, "trace_id", ""),
-            channel,
-            getattr(ans, "path", ""),
-            degraded,
-            extra={"trace_id": getattr(ans, "trace_id", "")},
-        )
+        if log.isEnabledFor(logging.INFO):
+            trace = getattr(ans, "trace_id", "")
+            log.info(
+                "turn trace=%s channel=%s path=%s degraded=%s",
+                trace,
+                channel,
+                getattr(ans, "path", ""),
+                degraded,
+                extra={"trace_id": trace},
+            )
         return TurnResult(ans, degraded)

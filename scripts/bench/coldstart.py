@@ -47,19 +47,51 @@ uvicorn.Server(uvicorn.Config(app, log_level="error")).run(sockets=[s])
 """
 
 
-def rss_mb(pid: int) -> tuple[float, float]:
-    """(VmRSS, VmHWM) in MiB, including the process's children (none expected)."""
-    text = Path(f"/proc/{pid}/status").read_text()
-    rss = int(re.search(r"VmRSS:\s+(\d+)", text).group(1)) / 1024
-    hwm = int(re.search(r"VmHWM:\s+(\d+)", text).group(1)) / 1024
-    return rss, hwm
+def descendants(pid: int) -> list[int]:
+    """The process and every process below it (the generator may run in a worker process)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(parents.get(p, ()))
+    return out
+
+
+def rss_mb(pid: int) -> tuple[float, float, int]:
+    """(VmRSS, VmHWM) in MiB summed over the process and its descendants, and their count.
+
+    The sum of peaks is an upper bound of the tree's peak (they need not peak together)."""
+    rss = hwm = 0.0
+    procs = descendants(pid)
+    for p in procs:
+        try:
+            text = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        m_rss, m_hwm = re.search(r"VmRSS:\s+(\d+)", text), re.search(r"VmHWM:\s+(\d+)", text)
+        rss += int(m_rss.group(1)) / 1024 if m_rss else 0.0
+        hwm += int(m_hwm.group(1)) / 1024 if m_hwm else 0.0
+    return rss, hwm, len(procs)
 
 
 def cpu_s(pid: int) -> float:
-    """User + system CPU seconds used by the process (and its waited-for children): on a shared
-    box the wall time depends on what else runs, the CPU time much less."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds used by the process and its descendants: on a shared box the
+    wall time depends on what else runs, the CPU time much less."""
+    total = 0.0
+    for p in descendants(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def one_run(cmd: list[str], timeout_s: float) -> dict:
@@ -98,9 +130,10 @@ def one_run(cmd: list[str], timeout_s: float) -> dict:
                     pass
                 time.sleep(0.02)
         ready_s = time.perf_counter() - t0
-        rss, hwm = rss_mb(proc.pid)
+        rss, hwm, nproc = rss_mb(proc.pid)
         return {
             "ready": status == 200,
+            "processes": nproc,
             "listening_s": round(listening_s, 3),
             "ready_s": round(ready_s, 3),
             "cpu_s": round(cpu_s(proc.pid), 2),
@@ -132,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
     serve = [*KIOSK, "serve", "--port", "0"] + (["--no-generator"] if args.no_generator else [])
     rows: dict[str, list[dict]] = {"bare starlette (reference)": [], "kiosk serve": []}
+    load_start = [round(x, 2) for x in os.getloadavg()]
     for _ in range(args.runs):
         rows["bare starlette (reference)"].append(
             one_run([sys.executable, "-c", BARE], args.timeout)
@@ -172,11 +206,18 @@ def main(argv: list[str] | None = None) -> int:
             "placement:",
             json.dumps(rows["kiosk serve"][-1]["health"].get("placements"), ensure_ascii=False),
         )
+    load_end = [round(x, 2) for x in os.getloadavg()]
+    print(
+        f"load average (1/5/15 min) at start {load_start}, at end {load_end}: above ~2 on "
+        "2 cores, other work shared the CPU"
+    )
     report = {
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            "loadavg_start": load_start,
+            "loadavg_end": load_end,
         },
         "command": serve,
         "summary": summary,

@@ -339,3 +339,239 @@ def test_a_crashing_pipeline_gives_degraded_answers_not_errors(tmp_path):
     )
     assert streamed[-1][0] == "done" and streamed[-1][2] is True and streamed[-1][1].text
     assert runner.metrics.shed.labels(reason="error")._value.get() == 2
+
+
+# --- the active pack's FAQ on the fast path ---------------------------------------------------
+
+
+def _ask(runner, question, deadline_ms=10_000):
+    return runner.answer(
+        question, [], Deadline.after_ms(deadline_ms), channel="t", client="loopback"
+    )
+
+
+def test_pack_faq_answers_do_not_wait_behind_busy_workers(tmp_path, blocking):
+    # What the pipeline itself answers, from a second pipeline over its own copy of the store.
+    reference = make_pipeline(tmp_path / "ref")
+    expected = {q: reference.answer(q) for q in ("Where can I park?", "有停车场吗？")}
+    assert all(a.path == "faq" for a in expected.values())
+    runner = _runner(blocking, workers=1, queue_limit=0)
+    runner.pipeline()
+    runner._fast.pack_faq.refresh()  # built off the loop; here at once, for a deterministic test
+
+    async def main():
+        busy = asyncio.create_task(_ask(runner, "Is the hall closed on Monday mornings?"))
+        assert await asyncio.to_thread(
+            blocking.started.acquire, True, 5
+        )  # the only worker is taken
+        got = {q: await _ask(runner, q) for q in expected}
+        shed = await _ask(runner, "Is there wifi in the hall?")
+        blocking.release.set()
+        await busy
+        return got, shed
+
+    got, shed = asyncio.run(main())
+    for q, want in expected.items():
+        res = got[q]
+        assert res.answer.path == "faq" and not res.degraded, q
+        assert res.answer.text == want.text
+        s, w = res.answer.sources[0], want.sources[0]
+        assert (s.faq_id, s.section, s.quote, s.source_path) == (
+            w.faq_id,
+            w.section,
+            w.quote,
+            w.source_path,
+        )
+        assert any("pack FAQ" in n for n in res.answer.notes)
+    assert shed.degraded  # a question that needs the worker still cannot get it
+    assert blocking.started.acquire(False) is False  # no FAQ question ever reached a worker
+
+
+def test_pack_faq_fast_path_with_a_slow_generator_over_http(tmp_path):
+    from fakes import FakeGenerator
+
+    from runtime.server.service_app import build_service_app
+
+    gen = FakeGenerator(lambda r: "Open 09:00-12:30 on Saturdays [1].", mode="hang")
+    p = make_pipeline(tmp_path, generator=gen)
+    cfg = make_config(tmp_path, workers=1, queue_limit=0)
+    cfg.audit.enabled = False
+    app = build_service_app(cfg, get_pipeline=lambda: p)
+
+    async def main():
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 4000))
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://127.0.0.1", timeout=30
+        ) as c:
+            assert (await c.get("/v1/kiosk/faq")).status_code == 200  # starts the index build
+            handles = app.state.kiosk
+            await asyncio.to_thread(handles.turns._fast.pack_faq.ready.wait, 5)
+            slow = asyncio.create_task(
+                c.post("/v1/kiosk/ask", json={"question": "When is the hall open on Saturday?"})
+            )
+            while not gen.requests:  # the generator now holds the only worker
+                await asyncio.sleep(0.01)
+            fast = await c.post("/v1/kiosk/ask", json={"question": "Where can I park?"})
+            streamed = await c.post(
+                "/v1/kiosk/ask", json={"question": "有停车场吗？", "stream": True}
+            )
+            gen.release.set()
+            await slow
+            return fast, streamed
+
+    fast, streamed = asyncio.run(main())
+    p.close()
+    body = fast.json()
+    assert fast.status_code == 200 and body["path"] == "faq" and body["degraded"] is False
+    assert body["sources"][0]["faq_id"] == "en-parking-01"
+    assert streamed.status_code == 200 and "zh-parking-01" in streamed.text
+    assert '"degraded":false' in streamed.text
+
+
+def test_pack_faq_index_follows_the_knowledge_version(tmp_path):
+    from fakes import FakeEmbedder
+
+    from runtime.knowledge.records import FaqRecord
+    from runtime.server.admission import FastPath
+
+    p = make_pipeline(tmp_path)
+    fast = FastPath(p)
+    fast.pack_faq.refresh()
+    assert fast.lookup("Is there wifi in the hall?", []) is None
+    builds = fast.pack_faq.builds
+    p.answer("Where can I park?")  # now in the answer cache, under the old knowledge version
+    assert fast.lookup("Where can I park?", []).path == "cache"
+    entry = FaqRecord(
+        faq_id="en-wifi-01",
+        questions=("Is there wifi in the hall?",),
+        answer="Yes: the network 'Hall-Guest' is free, no password.",
+        language="en",
+        source="faq.csv",
+    )
+    p.store.add_faq([entry], [FakeEmbedder().embed_batch(list(entry.questions))])
+    # What the pack installer does after a switch: the cache moves to the new version at once.
+    # The table is now older than the cache, so the fast path leaves FAQ questions to the
+    # pipeline until the table is rebuilt (no answer from the old knowledge).
+    p.cache.set_version(str(p._knowledge_version()))
+    assert fast.pack_faq.lookup("where can i park?", "en") is None
+    assert fast.lookup("Where can I park?", []) is None
+    fast.pack_faq.refresh()
+    assert fast.pack_faq.builds == builds + 1
+    hit = fast.lookup("Is there wifi in the hall?", [])
+    assert hit is not None and hit.path == "faq" and hit.sources[0].faq_id == "en-wifi-01"
+    # The cache moved to the new knowledge version with the index: no stale cache hit.
+    assert fast.lookup("Where can I park?", []).path == "faq"
+    fast.pack_faq.refresh()
+    assert fast.pack_faq.builds == builds + 1  # unchanged knowledge: no rebuild
+
+
+def test_questions_the_pipeline_rewrites_are_left_to_the_pipeline():
+    from runtime.server.admission import new_trace_id, prepare_question
+
+    langs = ("zh", "en")
+    assert prepare_question("Where can I park?", langs).faq_norm == "where can i park?"
+    assert prepare_question("在哪里停车？", langs).faq_norm == "在哪里停车?"
+    assert prepare_question("礼拜六开门吗？", langs).faq_norm is None  # weekday words rewritten
+    assert prepare_question("Où est le parking ?", langs).faq_norm is None  # not a served language
+    ids = {new_trace_id() for _ in range(10_000)}
+    assert len(ids) == 10_000 and all(len(i) == 16 and int(i, 16) >= 0 for i in ids)
+
+
+def test_fast_lane_sends_what_the_routed_endpoint_sends(tmp_path):
+    """The raw ASGI lane (fast_lane.py) and the Starlette route give the same answers and
+    headers; misses fall through to the route; a rate-limit token is spent once per request."""
+    import json
+
+    from runtime.server.service_app import build_service_app
+
+    p = make_pipeline(tmp_path)
+    p.answer("What are your opening hours?")  # now a cache hit
+    cfg = make_config(tmp_path, rate_limit_per_s=0.01, rate_limit_burst=3, api_tokens=["tok"])
+    cfg.audit.enabled = False
+    apps = {
+        lane: build_service_app(cfg, get_pipeline=lambda: p, fast_lane=lane)
+        for lane in (True, False)
+    }
+    asks = [
+        {"question": "What are your opening hours?"},
+        {"question": "What are your opening hours?", "stream": True},
+        {"question": "Where can I park?", "stream": True, "session": "s1"},
+        {"question": "Are you open on Saturday?", "history": []},
+    ]
+
+    def strip(d: dict) -> dict:
+        return {k: v for k, v in d.items() if k not in ("trace_id", "timings_ms")}
+
+    def parsed(r) -> object:
+        if r.headers["content-type"].startswith("text/event-stream"):
+            return [
+                strip(json.loads(line[6:]))
+                for line in r.text.splitlines()
+                if line.startswith("data: ")
+            ]
+        return strip(r.json())
+
+    async def run(app, client=("127.0.0.1", 4000)):
+        for lane in (True, False):
+            apps[lane].state.kiosk.turns.pipeline()
+            apps[lane].state.kiosk.turns._fast.pack_faq.refresh()
+        transport = httpx.ASGITransport(app=app, client=client)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            return [await c.post("/v1/kiosk/ask", json=a) for a in asks]
+
+    fast = asyncio.run(run(apps[True]))
+    routed = asyncio.run(run(apps[False]))
+    for a, f, r in zip(asks, fast, routed, strict=True):
+        assert f.status_code == r.status_code == 200, a
+        for h in ("content-type", "cache-control", "content-length"):
+            if h != "content-length":
+                assert f.headers.get(h) == r.headers.get(h), (a, h)
+        assert parsed(f) == parsed(r), a
+    assert apps[True].state.kiosk.kiosk.sessions.get("s1")  # the session remembered the turn
+
+    async def remote(app):
+        transport = httpx.ASGITransport(app=app, client=("192.168.5.5", 4000))
+        h = {"authorization": "Bearer tok"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            miss = await c.post("/v1/kiosk/ask", json={"question": "Is there wifi?"}, headers=h)
+            hits = [
+                await c.post("/v1/kiosk/ask", json={"question": "Where can I park?"}, headers=h)
+                for _ in range(3)
+            ]
+            return miss, hits, (await c.get("/metrics", headers=h)).text
+
+    miss, hits, metrics = asyncio.run(remote(apps[True]))
+    assert miss.status_code == 200 and miss.json()["path"] not in ("cache", "faq")
+    assert [h.status_code for h in hits] == [200, 200, 429]  # the miss spent one token, not two
+    assert hits[2].headers["retry-after"]
+    assert 'kiosk_shed_requests_total{reason="rate_limited"} 1.0' in metrics
+
+
+def test_fast_lane_answers_carry_cors_headers_when_cors_is_on(tmp_path):
+    from runtime.server.service_app import build_service_app
+
+    p = make_pipeline(tmp_path)
+    p.answer("What are your opening hours?")
+    cfg = make_config(tmp_path, cors_origins=["http://tablet.branch.example"])
+    cfg.audit.enabled = False
+    app = build_service_app(cfg, get_pipeline=lambda: p)
+
+    async def main():
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 4000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            ok = await c.post(
+                "/v1/kiosk/ask",
+                json={"question": "What are your opening hours?"},
+                headers={"origin": "http://tablet.branch.example"},
+            )
+            other = await c.post(
+                "/v1/kiosk/ask",
+                json={"question": "What are your opening hours?"},
+                headers={"origin": "http://evil.example"},
+            )
+            return ok, other
+
+    ok, other = asyncio.run(main())
+    assert ok.status_code == 200 and ok.json()["path"] == "cache"
+    assert ok.headers["access-control-allow-origin"] == "http://tablet.branch.example"
+    assert other.status_code == 403  # the security middleware still runs first

@@ -241,3 +241,37 @@ def test_json_log_formatter_redacts_and_carries_the_trace_id():
     data = json.loads(line)
     assert data["trace_id"] == "abc123" and data["level"] == "INFO" and data["logger"] == "kiosk"
     assert data["message"] == "visitor wrote [EMAIL]" and CANARIES["email"] not in line
+
+
+def test_answers_are_gathered_into_one_commit_and_waiting_callers_are_not_kept(tmp_path):
+    from runtime.answer.types import Answer, Source
+
+    log = AuditLog(tmp_path / "a.sqlite", commit_interval_s=30.0)
+    src = Source(1, "FAQ", "Where can I park?", "faq.csv", "", 0, "Call 13912345678 for B1.")
+    answers = [
+        Answer(
+            text=f"Park in B1 or mail x{i}@example.com",
+            language="en",
+            path="faq",
+            sources=[src],
+            trace_id=f"t{i}",
+            question=f"Where can I park? my card 4111 1111 1111 1111 ({i})",
+        )
+        for i in range(20)
+    ]
+    before = time.time()
+    assert all(log.record_answer(a, channel="kiosk", client="loopback") for a in answers)
+    time.sleep(0.1)
+    assert log.written == 0  # still gathering: nothing committed turn by turn
+    # A caller that waits is committed at once (not after the 30 s gathering window), with
+    # everything queued before it, in one transaction.
+    assert log.record(TurnRecord(question="q", answer="a", path="rag"), wait=True, timeout=10)
+    assert log.written == 21 and log.commits == 1
+    rows = {r["trace_id"]: r for r in log.recent(limit=50)}
+    r = rows["t7"]
+    assert r["question"] == "Where can I park? my card [CARD] (7)"
+    assert r["answer"] == "Park in B1 or mail [EMAIL]"
+    assert r["sources"][0]["quote"] == "Call [PHONE] for B1."
+    assert r["channel"] == "kiosk" and r["client"] == "loopback" and r["path"] == "faq"
+    assert before <= r["ts"] <= rows["t19"]["ts"] <= time.time()  # answer time, not write time
+    log.close()

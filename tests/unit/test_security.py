@@ -299,3 +299,51 @@ def test_slow_body_is_cut_off_with_408_and_counted():
     }
     asyncio.run(asyncio.wait_for(app(scope, receive, send), 10))
     assert sent[0]["status"] == 408 and rejected == ["body_timeout"]
+
+
+def test_response_head_and_body_leave_in_one_write():
+    from runtime.server.security import _CoalescingTransport
+
+    class Transport:
+        def __init__(self) -> None:
+            self.writes: list[bytes] = []
+            self.closed = False
+
+        def write(self, data) -> None:
+            self.writes.append(bytes(data))
+
+        def is_closing(self) -> bool:
+            return self.closed
+
+        def get_write_buffer_size(self) -> int:
+            return 0
+
+        def close(self) -> None:
+            self.closed = True
+
+        def get_extra_info(self, name, default=None):
+            return ("127.0.0.1", 1) if name == "peername" else default
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        raw = Transport()
+        t = _CoalescingTransport(raw, loop)
+        head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
+        t.write(head)
+        assert raw.writes == [] and t.get_write_buffer_size() == len(head)
+        t.write(b"ok")
+        assert raw.writes == [head + b"ok"]  # one send for the whole response
+        # A streamed response's head goes out on the next loop turn even if no body follows yet.
+        t.write(head)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert raw.writes[-1] == head
+        t.write(b"chunk")
+        assert raw.writes[-1] == b"chunk"
+        # Closing sends what is held first; other attributes are the real transport's.
+        t.write(head)
+        t.close()
+        assert raw.writes[-1] == head and raw.closed
+        assert t.get_extra_info("peername") == ("127.0.0.1", 1)
+
+    asyncio.run(main())
