@@ -41,6 +41,7 @@ Hierarchy (one section per subsystem; add new classes to the matching section)::
     │   ├── PackExpiredError        expired or future-dated under the clock policy
     │   ├── PackCompatibilityError  locale, runtime version or embedding model mismatch
     │   ├── PackInstallError        build/check/switch failed; the old pack stays active
+    │   │   └── PackDiskError       disk full or I/O error while installing (nothing switched)
     │   ├── PackSourceError         HTTP channel or USB folder failed (deadline, cap, odd file)
     │   └── PackKeyError            signing key file missing, malformed or unsafe
     ├── AudioError                  audio input that cannot be decoded or breaks limits
@@ -221,6 +222,10 @@ class PackCompatibilityError(PackError):
 
 class PackInstallError(PackError):
     """Building, checking or switching to the new knowledge base failed; the old one stays active."""
+
+
+class PackDiskError(PackInstallError):
+    """The disk filled up or reported an I/O error during an install; nothing was switched."""
 
 
 class PackSourceError(PackError):

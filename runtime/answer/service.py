@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .demo_store import DEMO_SOURCE, open_demo_store
 from .embedding import load_answer_embedder

@@ -165,6 +165,10 @@ def serve(
             return event
 
         svc.pipeline._finish = finish_and_log
+        from runtime.packs.serving import start_pack_serving
+
+        # Background pack sync + the installer the admin API uses (with the live embedder).
+        svc.packs = start_pack_serving(cfg, svc)
         return svc
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

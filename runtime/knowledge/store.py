@@ -741,7 +741,9 @@ class KnowledgeStore:
         depth = max(20, 4 * k)
         vec_ranked: list[tuple[int, float]] = []
         kw_ranked: list[tuple[int, float]] = []
-        if qv is not None and mode in ("vector", "hybrid"):
+        if qv is not None and mode in ("vector", "hybrid") and self.vector_backend == "sqlite-vec":
+            vec_ranked = self._faq_vec0_search(qv, depth * 4, languages)
+        elif qv is not None and mode in ("vector", "hybrid"):
             index = self.faq_index()
             mask = index.filter_mask(language=languages) if languages else None
             ids, sims = index.search(qv, depth * 4, mask)  # several paraphrases per entry
@@ -815,7 +817,39 @@ class KnowledgeStore:
         )
         return tuple(r[0] for r in rows)
 
+    def _faq_vec0_search(
+        self, qv: np.ndarray, k: int, languages: tuple[str, ...]
+    ) -> list[tuple[int, float]]:
+        """FAQ kNN with sqlite-vec (no in-memory matrix: a one-off check such as a pack's smoke
+        questions). faq_vectors has no language column, so a language filter over-fetches."""
+        sql = "SELECT rowid, distance FROM faq_vectors WHERE embedding MATCH ? AND k = ?"
+        q = np.asarray(qv, dtype=np.float32).tobytes()
+        ranked = [(int(r[0]), 1.0 - float(r[1])) for r in self._conn.execute(sql, [q, k * 4])]
+        if languages and ranked:
+            ok = {
+                int(r[0])
+                for r in self._conn.execute(
+                    "SELECT q.id FROM faq_questions q JOIN faq_entries e ON e.id = q.entry_id "
+                    f"WHERE q.id IN ({', '.join('?' for _ in ranked)}) AND e.language IN "
+                    f"({', '.join('?' for _ in languages)})",
+                    [i for i, _ in ranked] + list(languages),
+                )
+            }
+            ranked = [r for r in ranked if r[0] in ok]
+        return ranked[:k]
+
     def _faq_cosines(self, qids: list[int], qv: np.ndarray) -> dict[int, float]:
+        if self.vector_backend == "sqlite-vec":  # read just these vectors, not the whole matrix
+            q = qv / (np.linalg.norm(qv) or 1.0)
+            out = {}
+            for i, blob in self._conn.execute(
+                f"SELECT id, embedding FROM faq_questions WHERE id IN "
+                f"({', '.join('?' for _ in qids)})",
+                qids,
+            ):
+                v = np.frombuffer(blob, dtype=np.float32)
+                out[int(i)] = float(v @ q / (np.linalg.norm(v) or 1.0))
+            return out
         index = self.faq_index()
         rows = index.rows_of(qids)
         q = qv / (np.linalg.norm(qv) or 1.0)

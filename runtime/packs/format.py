@@ -21,6 +21,7 @@ then checked field by field, so a lying length or a deep nest fails with
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -231,6 +232,97 @@ def pack_obj(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
+# --- streamed msgpack: one row at a time ----------------------------------------------------
+
+_MSGPACK_ERRORS = (
+    ValueError,
+    TypeError,
+    UnicodeDecodeError,
+    msgpack.exceptions.UnpackException,
+)
+ROW_BUFFER = 8 << 20  # most bytes one streamed row may take (a chunk is at most ~1 MB of text)
+
+
+@contextlib.contextmanager
+def _msgpack_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except PackFormatError:
+        raise
+    except _MSGPACK_ERRORS as exc:
+        raise PackFormatError(
+            f"{what}: invalid or over-limit msgpack ({type(exc).__name__}: {str(exc)[:120]})",
+            hint="the file is corrupt or hostile; get a fresh copy from the publisher",
+        ) from None
+
+
+def _unpacker(
+    src: BinaryIO, *, max_bin: int, max_items: int, max_str: int = MAX_TEXT, buffer: int
+) -> msgpack.Unpacker:
+    return msgpack.Unpacker(
+        src,
+        raw=False,
+        strict_map_key=True,
+        use_list=True,
+        read_size=min(1 << 16, buffer),
+        max_buffer_size=buffer,
+        max_str_len=max_str,
+        max_bin_len=max_bin,
+        max_array_len=max_items,
+        max_map_len=max_items,
+        max_ext_len=0,
+    )
+
+
+def _end_of_data(up: msgpack.Unpacker, what: str) -> None:
+    """The top-level object must be the only thing in the section."""
+    try:
+        up.unpack()
+    except msgpack.exceptions.OutOfData:
+        return
+    raise PackFormatError(
+        f"{what}: unexpected data after its last entry",
+        hint="the file is corrupt or hostile; get a fresh copy from the publisher",
+    )
+
+
+def iter_rows(
+    src: BinaryIO,
+    *,
+    what: str,
+    expected: int | None = None,
+    min_rows: int = 0,
+    max_rows: int = MAX_ITEMS,
+    max_bin: int = 0,
+    max_depth: int = MAX_DEPTH,
+    max_items: int = MAX_ITEMS,
+) -> Iterator[Any]:
+    """Stream the rows of a section that is one top-level msgpack array, one row at a time.
+
+    The declared row count is checked (against ``expected`` or ``min_rows..max_rows``) before
+    any row is parsed; each row is bounded by msgpack's limits, ROW_BUFFER and the depth
+    check; anything after the array is refused. Memory is one row, not one section.
+    """
+    with _msgpack_errors(what):
+        up = _unpacker(src, max_bin=max_bin, max_items=max_items, buffer=ROW_BUFFER + max_bin)
+        n = up.read_array_header()
+        if expected is not None and n != expected:
+            raise PackFormatError(
+                f"{what}: has {n} entries, the manifest says {expected}",
+                hint="the pack is malformed or mixed from two packs",
+            )
+        if not min_rows <= n <= max_rows:
+            raise PackFormatError(
+                f"{what}: has {n} entries, expected {min_rows}..{max_rows}",
+                hint="the pack is malformed",
+            )
+        for _ in range(n):
+            row = up.unpack()
+            check_depth(row, max_depth - 1, what)
+            yield row
+        _end_of_data(up, what)
+
+
 # --- envelope (magic + body + one signature) ----------------------------------------------
 
 
@@ -395,12 +487,12 @@ def encode_documents(docs: list[dict[str, Any]]) -> bytes:
 
 
 def decode_documents(data: bytes, expected: int) -> list[dict[str, Any]]:
-    rows = _top_list(
-        unpack_limited(data, what="documents section", max_bin=0, max_depth=3),
-        "documents",
-        expected,
-    )
-    out = []
+    return list(iter_documents(io.BytesIO(data), expected))
+
+
+def iter_documents(src: BinaryIO, expected: int) -> Iterator[dict[str, Any]]:
+    """The documents section, streamed row by row and checked field by field."""
+    rows = iter_rows(src, what="documents", expected=expected, max_depth=3)
     for i, r in enumerate(rows):
         w = f"documents[{i}]"
         r = _row(r, 6, w)
@@ -413,17 +505,14 @@ def decode_documents(data: bytes, expected: int) -> list[dict[str, Any]]:
             raise PackFormatError(
                 f"{w}.meta: expected a flat map of up to 64 scalars", hint="the pack is malformed"
             )
-        out.append(
-            {
-                "source_path": safe_relpath(r[0], f"{w}.source_path"),
-                "title": _s(r[1], f"{w}.title"),
-                "language": _lang(r[2], f"{w}.language"),
-                "content_hash": _s(r[3], f"{w}.content_hash"),
-                "category": _s(r[4], f"{w}.category"),
-                "meta": meta,
-            }
-        )
-    return out
+        yield {
+            "source_path": safe_relpath(r[0], f"{w}.source_path"),
+            "title": _s(r[1], f"{w}.title"),
+            "language": _lang(r[2], f"{w}.language"),
+            "content_hash": _s(r[3], f"{w}.content_hash"),
+            "category": _s(r[4], f"{w}.category"),
+            "meta": meta,
+        }
 
 
 def encode_chunks(chunks: list[tuple[int, Any]]) -> bytes:
@@ -446,19 +535,24 @@ def encode_chunks(chunks: list[tuple[int, Any]]) -> bytes:
 
 
 def decode_chunks(data: bytes, n_documents: int, what: str) -> list[tuple[int, Any]]:
+    return list(iter_chunks(io.BytesIO(data), n_documents, what))
+
+
+def iter_chunks(
+    src: BinaryIO, n_documents: int, what: str, expected: int | None = None
+) -> Iterator[tuple[int, Any]]:
+    """One chunks part, streamed: (document index, ChunkRecord) per row, 1..CHUNKS_PER_PART rows."""
     from runtime.knowledge.records import ChunkRecord
 
-    rows = _top_list(
-        unpack_limited(data, what=what, max_bin=0, max_items=max(CHUNKS_PER_PART, 64), max_depth=3),
-        what,
-        None,
+    rows = iter_rows(
+        src,
+        what=what,
+        expected=expected,
+        min_rows=1,
+        max_rows=CHUNKS_PER_PART,
+        max_items=max(CHUNKS_PER_PART, 64),
+        max_depth=3,
     )
-    if not rows or len(rows) > CHUNKS_PER_PART:
-        raise PackFormatError(
-            f"{what}: has {len(rows)} chunks, expected 1..{CHUNKS_PER_PART}",
-            hint="the pack is malformed",
-        )
-    out = []
     for i, r in enumerate(rows):
         w = f"{what}[{i}]"
         r = _row(r, 8, w)
@@ -469,21 +563,18 @@ def decode_chunks(data: bytes, n_documents: int, what: str) -> list[tuple[int, A
                 hint="the pack is malformed",
             )
         page = r[7]
-        out.append(
-            (
-                _i(r[0], f"{w}.document", 0, n_documents - 1),
-                ChunkRecord(
-                    text=_s(r[1], f"{w}.text", empty=False),
-                    section_path=tuple(_s(x, f"{w}.section_path") for x in sp),
-                    char_start=_i(r[3], f"{w}.char_start"),
-                    char_end=_i(r[4], f"{w}.char_end"),
-                    ordinal=_i(r[5], f"{w}.ordinal"),
-                    language=_lang(r[6], f"{w}.language"),
-                    page=None if page is None else _i(page, f"{w}.page", 1, 1 << 20),
-                ),
-            )
+        yield (
+            _i(r[0], f"{w}.document", 0, n_documents - 1),
+            ChunkRecord(
+                text=_s(r[1], f"{w}.text", empty=False),
+                section_path=tuple(_s(x, f"{w}.section_path") for x in sp),
+                char_start=_i(r[3], f"{w}.char_start"),
+                char_end=_i(r[4], f"{w}.char_end"),
+                ordinal=_i(r[5], f"{w}.ordinal"),
+                language=_lang(r[6], f"{w}.language"),
+                page=None if page is None else _i(page, f"{w}.page", 1, 1 << 20),
+            ),
         )
-    return out
 
 
 def encode_vectors(vectors: np.ndarray) -> bytes:
@@ -491,19 +582,34 @@ def encode_vectors(vectors: np.ndarray) -> bytes:
     return pack_obj([int(v.shape[0]), int(v.shape[1]), v.tobytes()])
 
 
-def decode_vectors(data: bytes, rows: int, dim: int, what: str) -> np.ndarray:
-    obj = unpack_limited(data, what=what, max_bin=rows * dim * 4, max_items=3, max_depth=1)
-    obj = _row(obj, 3, what)
+def decode_vectors(data: bytes | BinaryIO, rows: int | None, dim: int, what: str) -> np.ndarray:
+    """An embeddings section: [rows, dim, float32 bytes]. ``data`` may be a section reader.
+
+    ``rows=None`` (a chunks part read before its chunks): any count in 1..CHUNKS_PER_PART.
+    """
+    src = io.BytesIO(data) if isinstance(data, bytes) else data
+    cap = CHUNKS_PER_PART if rows is None else rows
+    with _msgpack_errors(what):
+        up = _unpacker(src, max_bin=cap * dim * 4, max_items=3, buffer=cap * dim * 4 + 64)
+        if up.read_array_header() != 3:
+            raise PackFormatError(
+                f"{what}: expected a list of 3 fields", hint="the pack is malformed"
+            )
+        obj = [up.unpack(), up.unpack(), up.unpack()]
+        _end_of_data(up, what)
+    n = obj[0]
     if (
-        obj[0] != rows
+        type(n) is not int
+        or not (n == rows if rows is not None else 1 <= n <= CHUNKS_PER_PART)
         or obj[1] != dim
         or not isinstance(obj[2], bytes)
-        or len(obj[2]) != rows * dim * 4
+        or len(obj[2]) != n * dim * 4
     ):
         raise PackFormatError(
-            f"{what}: holds {obj[0]}x{obj[1]} vectors, expected {rows}x{dim}",
+            f"{what}: holds {obj[0]}x{obj[1]} vectors, expected {cap if rows is not None else f'1..{cap}'}x{dim}",  # noqa: E501
             hint="embeddings from another pack or model; the pack is refused",
         )
+    rows = n
     arr = np.frombuffer(obj[2], dtype="<f4").reshape(rows, dim)
     if rows and not np.isfinite(arr).all():
         raise PackFormatError(
@@ -519,12 +625,15 @@ def encode_faq(entries: list[Any]) -> bytes:
 
 
 def decode_faq(data: bytes, expected: int, expected_questions: int) -> list[Any]:
+    return list(iter_faq(io.BytesIO(data), expected, expected_questions))
+
+
+def iter_faq(src: BinaryIO, expected: int, expected_questions: int) -> Iterator[Any]:
+    """The FAQ section, streamed; the question total is checked when the last row is read."""
     from runtime.knowledge.records import FaqRecord
 
-    rows = _top_list(
-        unpack_limited(data, what="faq section", max_bin=0, max_depth=3), "faq", expected
-    )
-    out, total = [], 0
+    rows = iter_rows(src, what="faq", expected=expected, max_depth=3)
+    total = 0
     for i, r in enumerate(rows):
         w = f"faq[{i}]"
         r = _row(r, 6, w)
@@ -534,22 +643,24 @@ def decode_faq(data: bytes, expected: int, expected_questions: int) -> list[Any]
                 f"{w}.questions: expected 1..64 strings", hint="the pack is malformed"
             )
         total += len(qs)
-        out.append(
-            FaqRecord(
-                faq_id=_s(r[0], f"{w}.faq_id", empty=False),
-                questions=tuple(_s(q, f"{w}.questions", empty=False) for q in qs),
-                answer=_s(r[2], f"{w}.answer", empty=False),
-                language=_lang(r[3], f"{w}.language"),
-                category=_s(r[4], f"{w}.category"),
-                source=_s(r[5], f"{w}.source"),
+        if total > expected_questions:
+            raise PackFormatError(
+                f"faq section has more than the {expected_questions} questions the manifest says",
+                hint="the pack is malformed or mixed from two packs",
             )
+        yield FaqRecord(
+            faq_id=_s(r[0], f"{w}.faq_id", empty=False),
+            questions=tuple(_s(q, f"{w}.questions", empty=False) for q in qs),
+            answer=_s(r[2], f"{w}.answer", empty=False),
+            language=_lang(r[3], f"{w}.language"),
+            category=_s(r[4], f"{w}.category"),
+            source=_s(r[5], f"{w}.source"),
         )
     if total != expected_questions:
         raise PackFormatError(
             f"faq section has {total} questions, the manifest says {expected_questions}",
             hint="the pack is malformed or mixed from two packs",
         )
-    return out
 
 
 def encode_smoke(items: list[dict[str, Any]], vectors: np.ndarray) -> bytes:
@@ -667,6 +778,13 @@ class PackFile:
                 )
             yield s.name, s.length
 
+    def open_section(self, name: str) -> SectionReader | None:
+        """A streaming reader over one section (None when absent); hash checked at its end."""
+        if name not in self._offsets:
+            return None
+        offset, s = self._offsets[name]
+        return SectionReader(self._fh.fileno(), offset, s, self.path.name)
+
     def read_section(self, name: str) -> bytes | None:
         """The bytes of one section (None when the pack has no such section), hash re-checked."""
         if name not in self._offsets:
@@ -689,6 +807,51 @@ class PackFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class SectionReader:
+    """File-like view of one section for msgpack's streaming Unpacker.
+
+    Reads with ``os.pread`` (no shared file position, so two sections can be read side by
+    side), hashes what it hands out, and raises PackIntegrityError as soon as the last byte
+    has been read and the sha256 differs from the signed one. Rows handed out before that
+    point come from a private staged copy that already passed verification; the re-check
+    catches a copy modified since, and the caller discards what it built from them.
+    """
+
+    def __init__(self, fd: int, offset: int, entry: SectionEntry, pack_name: str) -> None:
+        self._fd, self._pos, self._left = fd, offset, entry.length
+        self._entry, self._pack = entry, pack_name
+        self._hash = hashlib.sha256()
+        self.checked = False
+
+    def read(self, n: int = -1) -> bytes:
+        n = self._left if n is None or n < 0 else min(n, self._left)
+        if n == 0:
+            self._finish()
+            return b""
+        buf = os.pread(self._fd, n, self._pos)
+        if not buf:
+            raise PackIntegrityError(
+                f"pack {self._pack}: section {self._entry.name} is truncated",
+                hint="the staged copy was modified; install again",
+            )
+        self._hash.update(buf)
+        self._pos += len(buf)
+        self._left -= len(buf)
+        if self._left == 0:
+            self._finish()
+        return buf
+
+    def _finish(self) -> None:
+        if self.checked:
+            return
+        if self._hash.hexdigest() != self._entry.sha256:
+            raise PackIntegrityError(
+                f"pack {self._pack}: section {self._entry.name} changed after verification",
+                hint="the staged copy was modified; install again",
+            )
+        self.checked = True
 
 
 # --- writing -------------------------------------------------------------------------------------

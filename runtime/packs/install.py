@@ -41,7 +41,9 @@ from runtime.errors import (
     KioskError,
     KnowledgeError,
     PackCompatibilityError,
+    PackDiskError,
     PackError,
+    PackFormatError,
     PackInstallError,
     PackSourceError,
     PackVersionError,
@@ -52,11 +54,12 @@ from .format import (
     EmbeddingBinding,
     Manifest,
     PackFile,
-    decode_chunks,
-    decode_documents,
-    decode_faq,
+    SectionReader,
     decode_smoke,
     decode_vectors,
+    iter_chunks,
+    iter_documents,
+    iter_faq,
 )
 from .trust import TrustState
 from .verify import VerifiedPack, VerifyPolicy, verify_pack
@@ -147,6 +150,57 @@ def write_pointer(packs_dir: Path, current: dict | None, previous: dict | None) 
     atomic_write_bytes(Path(packs_dir) / ACTIVE_FILE, data, mode=0o644)
 
 
+# --- disk errors ---------------------------------------------------------------------------------
+
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+SQLITE_IOERR, SQLITE_FULL = 10, 13
+
+
+def disk_error(exc: BaseException, step: str, where: Path) -> PackDiskError:
+    """A typed error for an OSError (or SQLite's disk-full / I/O error) during an install step."""
+    code = getattr(exc, "errno", None)
+    if is_disk_full(exc):
+        what, hint = (
+            "the disk is full (or the file-size limit was reached)",
+            f"free space on the disk holding {where}, then install again; "
+            "the active pack is unchanged",
+        )
+    elif code == errno.EIO or _sqlite_code(exc) == SQLITE_IOERR:
+        what, hint = (
+            "the disk reported an I/O error",
+            "check the disk (dmesg, SMART) before installing again; the active pack is unchanged",
+        )
+    else:
+        what, hint = (
+            "a file operation failed",
+            f"check permissions and space under {where}; the active pack is unchanged",
+        )
+    detail = getattr(exc, "strerror", None) or str(exc)[:120] or type(exc).__name__
+    return PackDiskError(f"{step} in {where}: {what} ({detail})", hint=hint)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return getattr(exc, "errno", None) in _FULL or _sqlite_code(exc) == SQLITE_FULL
+
+
+def _sqlite_code(exc: BaseException) -> int | None:
+    """The primary SQLite result code of a driver exception (sqlite3 or apsw), else None."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        code = getattr(exc, "result", None)
+    if code is None and type(exc).__module__ == "apsw":  # raised by Python code (a VFS), no code
+        code = {"IOError": SQLITE_IOERR, "FullError": SQLITE_FULL}.get(type(exc).__name__)
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def _write_all(fd: int, buf: bytes) -> None:
+    """os.write may write less than asked (a disk filling up); keep going until it raises."""
+    view = memoryview(buf)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
 # --- staging copy ------------------------------------------------------------------------------
 
 
@@ -185,10 +239,19 @@ def copy_into_staging(
             )
         os.set_blocking(fd, True)
         copied = 0
-        out_fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            out_fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise disk_error(exc, f"copying {what} {src} into staging", dest.parent) from exc
         try:
             while True:
-                buf = os.read(fd, 1 << 20)
+                try:
+                    buf = os.read(fd, 1 << 20)
+                except OSError as exc:
+                    raise PackSourceError(
+                        f"{what} {src}: read failed after {copied} bytes ({exc.strerror})",
+                        hint="the medium was removed or is failing; try again",
+                    ) from None
                 if not buf:
                     break
                 copied += len(buf)
@@ -197,15 +260,14 @@ def copy_into_staging(
                         f"{what} {src}: grew past the cap of {max_bytes} bytes while copying",
                         hint="the source is changing or hostile",
                     )
-                os.write(out_fd, buf)
+                _write_all(out_fd, buf)
                 if progress:
                     progress("copy", copied, st.st_size)
             os.fsync(out_fd)
-        except OSError as exc:
-            raise PackSourceError(
-                f"{what} {src}: read failed after {copied} bytes ({exc.strerror})",
-                hint="the medium was removed or is failing; try again",
-            ) from None
+        except OSError as exc:  # writing the copy (reads are handled above)
+            raise disk_error(
+                exc, f"copying {what} {src} into staging (after {copied} bytes)", dest.parent
+            ) from exc
         finally:
             os.close(out_fd)
     except BaseException:
@@ -218,6 +280,53 @@ def copy_into_staging(
     return dest
 
 
+class _LinkBackup:
+    """Hard links to state files taken before they are replaced, to put them back on failure.
+
+    ``restore`` renames each link over its name (or removes a file that did not exist
+    before): atomic, byte-identical, and it needs no free space. Leftover links after a
+    crash are removed by the next install's recovery (they start with ``.`` and end
+    ``.bak``).
+    """
+
+    def __init__(self, folder: Path, names: tuple[str, ...], token: str) -> None:
+        self.folder = folder
+        self.items = [(folder / n, folder / f".{n}.{token}.bak") for n in names]
+        self.existed: dict[Path, bool] = {}
+        self.copies: dict[Path, bytes] = {}  # where hard links are not supported (FAT, some FUSE)
+
+    def take(self) -> None:
+        for path, bak in self.items:
+            try:
+                os.link(path, bak)
+                self.existed[path] = True
+            except FileNotFoundError:
+                self.existed[path] = False
+            except OSError:  # EPERM/EMLINK/ENOTSUP: keep the (small) bytes instead
+                self.copies[path] = path.read_bytes()
+                self.existed[path] = True
+
+    def restore(self) -> None:
+        for path, bak in self.items:
+            if path not in self.existed:
+                continue
+            with contextlib.suppress(OSError):
+                if not self.existed[path]:
+                    path.unlink(missing_ok=True)
+                elif path in self.copies:
+                    if path.read_bytes() != self.copies[path]:
+                        atomic_write_bytes(path, self.copies[path], mode=0o644)
+                else:
+                    os.replace(bak, path)  # a no-op when both still name one file: then unlink
+                    bak.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            fsync_dir(self.folder)
+
+    def discard(self) -> None:
+        for _path, bak in self.items:
+            bak.unlink(missing_ok=True)
+
+
 # --- the installer --------------------------------------------------------------------------------
 
 
@@ -227,6 +336,9 @@ class PackInstaller:
     def __init__(self, packs_dir: Path, settings: PackSettings) -> None:
         self.dir = Path(packs_dir)
         self.settings = settings
+        # Called with the InstallResult once ACTIVE names the new pack (the serving process
+        # points a pipeline that started without a pack at it); its errors are only logged.
+        self.on_installed: Callable[[InstallResult], None] | None = None
         for sub in ("stores", "archive"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         private_dir(self.dir / "staging")
@@ -256,6 +368,9 @@ class PackInstaller:
             shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(
                 missing_ok=True
             )
+        for child in self.dir.glob(".*"):  # temp files and backup links of an interrupted switch
+            if child.is_file() and child.name.endswith((".tmp", ".bak")):
+                child.unlink(missing_ok=True)
         self._gc()
 
     def _gc(self) -> None:
@@ -278,7 +393,10 @@ class PackInstaller:
                 fsync_dir(self.dir / sub)
 
     def new_staging(self) -> Path:
-        return private_dir(self.dir / "staging" / f"s-{secrets.token_hex(6)}")
+        try:
+            return private_dir(self.dir / "staging" / f"s-{secrets.token_hex(6)}")
+        except OSError as exc:
+            raise disk_error(exc, "creating a staging folder", self.dir / "staging") from exc
 
     # -- public operations --
     def install_file(self, src: Path, progress: Progress | None = None) -> InstallResult:
@@ -333,33 +451,44 @@ class PackInstaller:
 
         token = secrets.token_hex(4)
         db_tmp = work / "store.sqlite"
-        t1 = time.perf_counter()
-        with PackFile(staged) as pf:
-            pf.bind_manifest(m)
-            counts = build_store(pf, m, db_tmp, progress=progress)
-        timings["build_s"] = time.perf_counter() - t1
-        t2 = time.perf_counter()
-        smoke_passed = check_store(
-            db_tmp,
-            m,
-            staged,
-            self.settings.smoke_top_k,
-            embedder=self.settings.embedder,
-            min_cosine=self.settings.min_smoke_cosine,
-        )
-        timings["check_s"] = time.perf_counter() - t2
-        for suffix in ("-wal", "-shm", "-journal"):
-            Path(f"{db_tmp}{suffix}").unlink(
-                missing_ok=True
-            )  # closed cleanly: nothing left to replay
-        fsync_file(db_tmp)
-
         db_rel = f"stores/{m.pack_id}-v{m.version}-{token}.sqlite"
         pack_rel = f"archive/{m.pack_id}-v{m.version}-{token}.kpack"
-        os.replace(db_tmp, self.dir / db_rel)
-        os.replace(staged, self.dir / pack_rel)
-        fsync_dir(self.dir / "stores")
-        fsync_dir(self.dir / "archive")
+        step = "building the knowledge base"
+        try:
+            t1 = time.perf_counter()
+            with PackFile(staged) as pf:
+                pf.bind_manifest(m)
+                counts = build_store(pf, m, db_tmp, progress=progress, disk_dir=self.dir)
+            timings["build_s"] = time.perf_counter() - t1
+            step = "checking the new knowledge base"
+            t2 = time.perf_counter()
+            smoke_passed = check_store(
+                db_tmp,
+                m,
+                staged,
+                self.settings.smoke_top_k,
+                embedder=self.settings.embedder,
+                min_cosine=self.settings.min_smoke_cosine,
+            )
+            timings["check_s"] = time.perf_counter() - t2
+            step = "moving the new knowledge base into place"
+            for suffix in ("-wal", "-shm", "-journal"):
+                # closed cleanly: nothing left to replay
+                Path(f"{db_tmp}{suffix}").unlink(missing_ok=True)
+            fsync_file(db_tmp)
+            os.replace(db_tmp, self.dir / db_rel)
+            os.replace(staged, self.dir / pack_rel)
+            fsync_dir(self.dir / "stores")
+            fsync_dir(self.dir / "archive")
+        except BaseException as exc:
+            (self.dir / db_rel).unlink(missing_ok=True)
+            (self.dir / pack_rel).unlink(missing_ok=True)
+            if isinstance(exc, PackDiskError):
+                raise
+            disk = exc if isinstance(exc, OSError) else _disk_cause(exc)
+            if disk is not None:
+                raise disk_error(disk, f"pack {m.pack_id} v{m.version}: {step}", self.dir) from exc
+            raise
 
         entry = {
             "pack_id": m.pack_id,
@@ -375,21 +504,29 @@ class PackInstaller:
             "counts": counts,
             "smoke_passed": smoke_passed,
         }
-        old_trust = trust.to_bytes()
         trust.accept_pack(m.pack_id, m.version, vp.manifest_sha256, m.created)
+        # The switch: trust.json, then ACTIVE. Both are first hard-linked aside, so a failure at
+        # any point (even after a rename, while fsyncing the folder) puts the very same files
+        # back by renaming (no new data blocks needed on a full disk).
+        step = "recording the version in trust.json"
+        saved = _LinkBackup(self.dir, ("trust.json", ACTIVE_FILE), token)
         try:
+            saved.take()
             trust.save(self.dir)
+            step = "switching the ACTIVE pointer"
             write_pointer(self.dir, entry, cur)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                atomic_write_bytes(self.dir / "trust.json", old_trust)
+        except BaseException as exc:
+            saved.restore()
             (self.dir / db_rel).unlink(missing_ok=True)
             (self.dir / pack_rel).unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise disk_error(exc, f"pack {m.pack_id} v{m.version}: {step}", self.dir) from exc
             raise
+        saved.discard()
         self._gc()
         timings["total_s"] = time.perf_counter() - t0
         log.info("installed pack %s v%d (%s)", m.pack_id, m.version, db_rel)
-        return InstallResult(
+        result = InstallResult(
             m.pack_id,
             m.version,
             self.dir / db_rel,
@@ -400,6 +537,12 @@ class PackInstaller:
             cur,
             timings,
         )
+        if self.on_installed is not None:
+            try:
+                self.on_installed(result)
+            except Exception:  # noqa: BLE001 - the install itself succeeded
+                log.exception("after installing pack %s v%d", m.pack_id, m.version)
+        return result
 
     def rollback(self) -> dict[str, Any]:
         """Make the previous pack active again (it must still open and pass the integrity check).
@@ -415,8 +558,16 @@ class PackInstaller:
                     "there is no previous pack to roll back to",
                     hint="install an older content as a new, higher version instead",
                 )
-            open_checked(self.dir / prev["db"], prev)
-            write_pointer(self.dir, prev, cur)
+            open_checked(self.dir / prev["db"], prev).close()
+            saved = _LinkBackup(self.dir, (ACTIVE_FILE,), secrets.token_hex(4))
+            try:
+                saved.take()
+                write_pointer(self.dir, prev, cur)
+            except OSError as exc:
+                saved.restore()
+                step = "rolling back: switching the ACTIVE pointer"
+                raise disk_error(exc, step, self.dir) from exc
+            saved.discard()
             return prev
 
     def status(self) -> dict[str, Any]:
@@ -444,9 +595,17 @@ def _store_cls():
 
 
 def build_store(
-    pf: PackFile, m: Manifest, db_path: Path, *, progress: Progress | None = None
+    pf: PackFile,
+    m: Manifest,
+    db_path: Path,
+    *,
+    progress: Progress | None = None,
+    disk_dir: Path | None = None,
 ) -> dict[str, int]:
-    """Unpack the verified pack section by section into a new SQLite store at ``db_path``."""
+    """Unpack the verified pack section by section into a new SQLite store at ``db_path``.
+
+    ``disk_dir``: the folder named when the disk fills up (the packs folder; default db's folder).
+    """
     from runtime.knowledge.records import DocumentRecord
 
     dim = m.embedding.dim
@@ -463,7 +622,8 @@ def build_store(
     store.connection.execute("PRAGMA mmap_size = 0")
     store.connection.execute("PRAGMA cache_size = -8192")
     try:
-        docs = decode_documents(pf.read_section("documents") or b"", m.counts.documents)
+        # Sections are streamed row by row (format.iter_*): the one decoded thing held whole is
+        # the document list (chunks refer to documents by index) and one embeddings part.
         records = [
             DocumentRecord(
                 source_path=d["source_path"],
@@ -475,9 +635,8 @@ def build_store(
                 pack_version=m.version,
                 meta=d["meta"],
             )
-            for d in docs
+            for d in iter_documents(_section(pf, "documents"), m.counts.documents)
         ]
-        del docs
         done_docs: set[int] = set()
         current: int | None = None
         buf_chunks: list = []
@@ -495,54 +654,58 @@ def build_store(
             done_docs.add(current)
 
         for part in range(m.chunk_parts):
-            name = f"chunks.{part:04d}"
-            chunks = decode_chunks(pf.read_section(name) or b"", len(records), name)
-            vecs = decode_vectors(
-                pf.read_section(f"embeddings.{part:04d}") or b"",
-                len(chunks),
-                dim,
-                f"embeddings.{part:04d}",
-            )
-            for (di, chunk), vec in zip(chunks, vecs, strict=True):
-                if di != current:
-                    flush()
-                    if di in done_docs:
-                        raise PackInstallError(
-                            f"pack {m.pack_id}: chunks of document {di} are not contiguous",
-                            hint="the pack is malformed; rebuild it",
-                        )
-                    current, buf_chunks, buf_vecs = di, [], []
-                buf_chunks.append(chunk)
-                buf_vecs.append(vec)
-            total += len(chunks)
-            del chunks, vecs
+            name, ename = f"chunks.{part:04d}", f"embeddings.{part:04d}"
+            vecs = decode_vectors(_section(pf, ename), None, dim, ename)
+            rows = iter_chunks(_section(pf, name), len(records), name, expected=len(vecs))
+            with store.batch():  # one transaction per part: fewer commits, bounded WAL
+                for (di, chunk), vec in zip(rows, vecs, strict=True):
+                    if di != current:
+                        flush()
+                        if di in done_docs:
+                            raise PackInstallError(
+                                f"pack {m.pack_id}: chunks of document {di} are not contiguous",
+                                hint="the pack is malformed; rebuild it",
+                            )
+                        current, buf_chunks, buf_vecs = di, [], []
+                    buf_chunks.append(chunk)
+                    buf_vecs.append(vec)
+            total += len(vecs)
+            del vecs
             if progress:
                 progress("build", total, m.counts.chunks)
         flush()
-        for i, rec in enumerate(records):  # documents without chunks (rare: empty files)
-            if i not in done_docs:
-                store.add_document(rec, [], np.zeros((0, dim), np.float32))
+        with store.batch():
+            for i, rec in enumerate(records):  # documents without chunks (rare: empty files)
+                if i not in done_docs:
+                    store.add_document(rec, [], np.zeros((0, dim), np.float32))
         if total != m.counts.chunks:
             raise PackInstallError(
                 f"pack {m.pack_id}: {total} chunks, the manifest says {m.counts.chunks}",
                 hint="the pack is malformed; rebuild it",
             )
-        faq_raw = pf.read_section("faq")
-        if faq_raw is not None:
-            entries = decode_faq(faq_raw, m.counts.faq_entries, m.counts.faq_questions)
+        faq_src = pf.open_section("faq")
+        if faq_src is not None:
             qv = decode_vectors(
-                pf.read_section("faq_embeddings") or b"",
-                m.counts.faq_questions,
-                dim,
-                "faq_embeddings",
+                _section(pf, "faq_embeddings"), m.counts.faq_questions, dim, "faq_embeddings"
             )
-            vectors, row = [], 0
-            entries = [_with_pack(e, m) for e in entries]
-            for e in entries:
-                vectors.append(qv[row : row + len(e.questions)])
-                row += len(e.questions)
-            for s in range(0, len(entries), 512):
-                store.add_faq(entries[s : s + 512], vectors[s : s + 512])
+            entries: list = []
+            row = 0
+
+            def add_faq() -> None:
+                nonlocal row
+                vectors = []
+                for e in entries:
+                    vectors.append(qv[row : row + len(e.questions)])
+                    row += len(e.questions)
+                store.add_faq(entries, vectors)
+                entries.clear()
+
+            for e in iter_faq(faq_src, m.counts.faq_entries, m.counts.faq_questions):
+                entries.append(_with_pack(e, m))
+                if len(entries) == 512:
+                    add_faq()
+            if entries:
+                add_faq()
         elif m.counts.faq_entries:
             raise PackInstallError(
                 f"pack {m.pack_id}: manifest counts FAQ entries but has no faq section",
@@ -550,13 +713,23 @@ def build_store(
             )
         store.integrity_check()  # writable: includes the FTS5 integrity check
         stats = store.stats()
-    except KnowledgeError as exc:
-        raise PackInstallError(
-            f"pack {m.pack_id} v{m.version}: building the knowledge base failed: {exc.message}",
-            hint=exc.hint or "the pack is malformed; rebuild it",
-        ) from exc
-    finally:
-        store.close()
+        store.close()  # checkpoints the WAL into the file: writes, so it may fail too
+    except BaseException as exc:
+        # apsw keeps the errno under SQLite's generic IOERR/FULL: EFBIG/ENOSPC is "disk full"
+        sys_errno = getattr(store.connection.raw, "system_errno", 0) or 0
+        _close_quietly(store)
+        disk = _disk_cause(exc)
+        if disk is not None:
+            if sys_errno and not isinstance(disk, OSError):
+                disk = OSError(sys_errno, os.strerror(sys_errno))
+            where = disk_dir or db_path.parent
+            raise disk_error(disk, "building the knowledge base", where) from exc
+        if isinstance(exc, KnowledgeError):
+            raise PackInstallError(
+                f"pack {m.pack_id} v{m.version}: building the knowledge base failed: {exc.message}",
+                hint=exc.hint or "the pack is malformed; rebuild it",
+            ) from exc
+        raise
     counts = {
         "documents": stats["documents"],
         "chunks": stats["chunks"],
@@ -573,6 +746,32 @@ def build_store(
             hint="the pack has duplicate documents or entries; rebuild it",
         )
     return counts
+
+
+def _disk_cause(exc: BaseException | None) -> BaseException | None:
+    """The disk-full / I/O error behind ``exc`` (itself or a cause, e.g. under a KnowledgeError)."""
+    for _ in range(8):
+        if exc is None:
+            return None
+        if getattr(exc, "errno", None) in (*_FULL, errno.EIO) or _sqlite_code(exc) in (
+            SQLITE_IOERR,
+            SQLITE_FULL,
+        ):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _close_quietly(store: Any) -> None:
+    with contextlib.suppress(Exception):
+        store.close()
+
+
+def _section(pf: PackFile, name: str) -> SectionReader:
+    src = pf.open_section(name)
+    if src is None:  # the manifest schema requires these; a second line of defence
+        raise PackFormatError(f"pack {pf.path.name}: section {name} is missing", hint="rebuild it")
+    return src
 
 
 def _with_pack(e: Any, m: Manifest) -> Any:
@@ -676,6 +875,9 @@ def check_store(
             s["vector"] = v
     entry = {"embedding": m.embedding.model_dump()}
     store = open_checked(db, entry, lean=True)
+    # sqlite-vec's own kNN reads the vec0 chunks through SQLite's small page cache; the numpy
+    # index would load every vector of the pack into one matrix (memory growing with the pack).
+    store.vector_backend = "sqlite-vec"
     try:
         failed = run_smoke(store, smoke, k)
     except KioskError as exc:

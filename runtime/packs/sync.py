@@ -185,6 +185,16 @@ class SyncService:
                 hint=exc.hint,
                 error_type=type(exc).__name__,
             )
+        except Exception as exc:  # noqa: BLE001 - a bug must not end the background sync
+            log.exception("sync from %s failed unexpectedly", source.name)
+            return dict(
+                base,
+                ok=False,
+                outcome="failed",
+                error=f"{type(exc).__name__}: {str(exc)[:200]}",
+                hint="see the kiosk log; the active pack is unchanged",
+                error_type=type(exc).__name__,
+            )
 
     def _apply_key_lists(self, source: PackSource, trust: TrustState) -> bool:
         configured = self.installer.settings.configured_keys

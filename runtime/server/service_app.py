@@ -251,6 +251,9 @@ def from_app_state(state, cfg, base_routes: Sequence[BaseRoute] = ()) -> Starlet
         return StreamingSession(transcriber[0], StreamSettings.from_config(cfg.speech))
 
     def get_installer():
+        packs = getattr(state.service, "packs", None)
+        if packs is not None:  # `kiosk serve`: the one installer, with the live embedder
+            return packs.installer
         try:
             from runtime.packs.binding import binding_for_config
             from runtime.packs.install import PackInstaller, packs_dir_for, settings_from_config
@@ -269,6 +272,7 @@ def from_app_state(state, cfg, base_routes: Sequence[BaseRoute] = ()) -> Starlet
         get_synthesizer=get_synthesizer,
         make_voice_session=make_voice_session if cfg.speech.enabled else None,
         get_installer=get_installer,
+        get_sync=lambda: getattr(getattr(state.service, "packs", None), "sync", None),
         pack_version=pack_version,
     )
 

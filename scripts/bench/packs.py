@@ -5,7 +5,8 @@ Each phase runs in its own child process so its peak RSS (ru_maxrss) is its own:
   verify   size cap, signature, manifest, streamed section hashes, policy
   install  verify + unpack section by section + build the SQLite store + integrity + smoke + switch
 Reference in the same run: "direct" = adding the same records straight into a new store
-(no pack), i.e. the floor for install; and the interpreter's own RSS after imports.
+(no pack), i.e. the floor for install (its memory holds every vector, it is a time
+reference only); and the interpreter's own RSS after imports ("over baseline").
 Vectors are deterministic random unit vectors (the embedder is not what is measured).
 
 usage: python scripts/bench/packs.py [--sizes 1000,10000,50000] [--dim 512]
@@ -143,6 +144,8 @@ def main() -> None:
     from nacl.signing import SigningKey
 
     seed = bytes(SigningKey.generate()).hex()
+    load_before = os.getloadavg()  # numbers taken on a busy box are not comparable
+    print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
     rows = []
     for n in [int(x) for x in a.sizes.split(",")]:
         with tempfile.TemporaryDirectory(prefix="bench-packs-") as work:
@@ -156,18 +159,23 @@ def main() -> None:
                 )
             rows.append(row)
     print(
-        f"\n{'chunks':>7} {'pack MB':>8} {'build s':>8} {'verify s':>9} {'install s':>10} {'direct s':>9} "  # noqa: E501
-        f"{'install/direct':>15} {'install peak MB':>16} {'over baseline':>14}"
+        f"\n{'chunks':>7} {'pack MB':>8} {'build s':>8} {'verify s':>9} {'install s':>10} "
+        f"{'(unpack':>8} {'check)':>7} {'direct s':>9} {'install/direct':>15} "
+        f"{'verify peak MB':>15} {'install peak MB':>16} {'over baseline':>14}"
     )
     for r in rows:
         inst = r["install"]
+        t = inst.get("timings", {})
         print(
             f"{r['chunks']:>7} {r['build']['bytes'] / 1e6:>8.1f} {r['build']['seconds']:>8.2f} "
-            f"{r['verify']['seconds']:>9.3f} {inst['seconds']:>10.2f} {r['direct']['seconds']:>9.2f} "  # noqa: E501
-            f"{inst['seconds'] / r['direct']['seconds']:>15.2f} {inst['peak_mb']:>16.1f} "
-            f"{inst['peak_mb'] - inst['baseline_mb']:>14.1f}"
+            f"{r['verify']['seconds']:>9.3f} {inst['seconds']:>10.2f} {t.get('build_s', 0):>8.2f} "
+            f"{t.get('check_s', 0):>7.2f} {r['direct']['seconds']:>9.2f} "
+            f"{inst['seconds'] / r['direct']['seconds']:>15.2f} {r['verify']['peak_mb']:>15.1f} "
+            f"{inst['peak_mb']:>16.1f} {inst['peak_mb'] - inst['baseline_mb']:>14.1f}"
         )
     facts = {
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
         "python": sys.version.split()[0],
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
@@ -178,6 +186,8 @@ def main() -> None:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"facts": facts, "rows": rows}, indent=1))
+    la = facts["load_after"]
+    print(f"load average after: {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}")
     print(f"\nwrote {out}")
 
 

@@ -239,3 +239,50 @@ def test_deadline_error_is_typed_when_called_directly(tmp_path, kit, hostile):
     offer = src.offer(TrustState(), {bytes(kit.key.verify_key)})
     with pytest.raises(PackSourceError, match="deadline"):
         src.fetch(offer, svc.downloads)
+
+
+def test_disk_full_during_a_download_is_typed_and_frees_the_partial_file(
+    tmp_path, kit, channel, nginx, monkeypatch
+):
+    """ENOSPC while writing the download (injected into the source's file writes): the sync
+    reports PackDiskError, the partial file is removed (it must not keep the disk full),
+    nothing is installed, and the next sync after space is freed installs the pack."""
+    import errno
+    import io
+
+    import runtime.packs.sources.http as http_source
+
+    publish(kit.make(1, n_docs=30, chunks_per_doc=4), channel, "stable", kit.sign)
+    inst, svc, src = _kiosk(tmp_path, kit, nginx.url)
+    real_open = open
+
+    class FullDisk(io.RawIOBase):
+        def __init__(self, fh):
+            self.fh, self.written = fh, 0
+
+        def write(self, data):
+            if self.written + len(data) > 16 * 1024:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.written += len(data)
+            return self.fh.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    def open_(path, mode="r", *a, **kw):
+        fh = real_open(path, mode, *a, **kw)
+        return FullDisk(fh) if str(path).endswith(".part") and "b" in mode else fh
+
+    monkeypatch.setattr(http_source, "open", open_, raising=False)
+    r = svc.run_once()
+    assert r["ok"] is False and r["error_type"] == "PackDiskError", r
+    assert "downloading pack" in r["error"] and "disk is full" in r["error"], r
+    assert list(svc.downloads.glob("*.part")) == []
+    assert not (inst.dir / "ACTIVE").exists()
+
+    monkeypatch.undo()
+    r = svc.run_once()
+    assert (r["outcome"], r["version"]) == ("installed", 1), r

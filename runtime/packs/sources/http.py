@@ -275,6 +275,12 @@ class HttpChannelSource(PackSource):
                         os.fsync(fh.fileno())
             except httpx.TransportError as exc:
                 raise _Transient(f"{type(exc).__name__}: {exc}") from None
+            except OSError as exc:  # writing the download: disk full, I/O error
+                from ..install import disk_error, is_disk_full
+
+                if is_disk_full(exc):  # a partial pack must not keep the kiosk's disk full
+                    part.unlink(missing_ok=True)
+                raise disk_error(exc, f"downloading pack {url}", downloads) from exc
             if part.stat().st_size < offer.length:
                 raise _Transient(
                     f"connection closed after {part.stat().st_size} of {offer.length} bytes"
