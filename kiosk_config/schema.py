@@ -169,13 +169,21 @@ class SpeechSection(Section):
     without_timestamps: bool = True
     short_window: bool = True  # encode speech + window_pad_seconds, not whisper's fixed 30 s (falls back)
     window_pad_seconds: float = Field(default=2.0, ge=0.5, le=30.0)
+    # Smallest encoder window per language; Mandarin needs fewer slow redos at 10 s (docs/speech.md).
+    min_window_seconds: dict[Literal["zh", "en"], float] = Field(default_factory=lambda: {"zh": 10.0})
+    # Redo a decode the reference way (30 s window, beam 5) when its lowest segment average
+    # log-probability is under this; -10 redoes only loops and failed decodes.
+    escalate_logprob: float = Field(default=-0.35, ge=-10.0, le=0.0)
     vad_trim: bool = True  # trim silence from files with Silero VAD before decoding
     vad_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
+    vad_pad_ms: int = Field(default=300, ge=0, le=2000)  # audio kept around speech when trimming files
     prompt_max_chars: int = Field(default=160, ge=0, le=800)  # pack vocabulary prompt
     number_form: Literal["arabic", "keep"] = "arabic"  # how numbers are shown and matched
     # Streaming (WebSocket): 16 kHz mono s16le chunks.
     endpoint_silence_ms: int = Field(default=500, ge=100, le=5000)
-    speculate_ms: int = Field(default=224, ge=0, le=5000)  # start the final decode early (0: off)
+    speculate_ms: int = Field(default=128, ge=0, le=5000)  # start the final decode early (0: off)
+    # Streaming finals are redone the reference way only below this (files: escalate_logprob).
+    stream_escalate_logprob: float = Field(default=-0.5, ge=-10.0, le=0.0)
     partial_interval_ms: int = Field(default=800, ge=200, le=10_000)
     max_utterance_seconds: float = Field(default=15.0, gt=0, le=120)
     max_session_seconds: float = Field(default=120.0, gt=0, le=3600)
@@ -187,6 +195,16 @@ class SpeechSection(Section):
     espeak_binary: str = "espeak-ng"
     tts_max_chars: int = Field(default=2000, ge=10, le=100_000)  # per spoken answer
     tts_timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+    @field_validator("min_window_seconds")
+    @classmethod
+    def _window_within_whisper(cls, value: dict[str, float]) -> dict[str, float]:
+        for lang, seconds in value.items():
+            if not 0.0 <= seconds <= 30.0:
+                raise ValueError(
+                    f"min_window_seconds.{lang} = {seconds}: must be 0-30 (whisper's window is 30 s)"
+                )
+        return value
 
 
 class AnswerSection(Section):

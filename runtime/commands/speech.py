@@ -72,6 +72,7 @@ def transcribe(
                     "language": tr.language,
                     "duration_s": round(tr.duration_s, 3),
                     "elapsed_s": round(elapsed, 3),
+                    "escalated": timed.escalated,  # redone the reference way (30 s, beam 5)
                 },
                 ensure_ascii=False,
             )

@@ -10,7 +10,11 @@ matching, and error rates are scored on both sides after the same step
 
 Script conversion is OpenCC (opencc-python-reimplemented); the Chinese-numeral
 reader is small and local because the general converters we tried turn 十分感谢
-into "10分感谢" and drop the leading zero of phone numbers.
+into "10分感谢" and drop the leading zero of phone numbers. English number words
+(twenty five → 25, three thirty → 3:30, nine am → 9 am) go through text2num's
+``alpha2digit`` with two small rules around it: spoken digit strings of four or
+more (zero five seven one → 0571) keep their leading zeros, and an hour followed
+by minutes becomes a clock time, as the knowledge writes times.
 """
 
 from __future__ import annotations
@@ -141,15 +145,113 @@ def chinese_numbers_to_arabic(text: str, *, min_digit_run: int = 3) -> str:
     return _RUN.sub(rewrite, text)
 
 
+_DIGIT_WORDS = {
+    "zero": "0",
+    "oh": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+}
+_DIGIT_WORD = r"(?:zero|one|two|three|four|five|six|seven|eight|nine)"
+# Four or more digit words in a row (a phone number, a PIN, a ticket number); "oh" counts as 0.
+_SPOKEN_DIGITS = re.compile(
+    rf"\b(?:{_DIGIT_WORD}|oh)(?:[ -]+(?:{_DIGIT_WORD}|oh)){{3,}}\b", re.IGNORECASE
+)
+_HOURS = {
+    **{k: int(v) for k, v in _DIGIT_WORDS.items() if k not in ("zero", "oh")},
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+}
+_TEENS = {
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "thirteen": 13,
+    "fourteen": 14,
+    "fifteen": 15,
+    "sixteen": 16,
+    "seventeen": 17,
+    "eighteen": 18,
+    "nineteen": 19,
+}
+_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50}
+_HOUR_WORD = "(?:" + "|".join(sorted(_HOURS, key=len, reverse=True)) + ")"
+# Spoken clock times, matched on the words so digits the recogniser already wrote stay as they are:
+# "three thirty" → 3:30, "nine oh five" → 9:05, "twelve fifteen" → 12:15, "four forty five" → 4:45.
+_CLOCK = re.compile(
+    rf"\b({_HOUR_WORD})[ -]+(?:(oh)[ -]+({_DIGIT_WORD})"
+    rf"|({'|'.join(_TEENS)})|({'|'.join(_TENS)})(?:[ -]+({_DIGIT_WORD}))?)\b"
+    r"(?![ -]+(?:hundred|thousand|million|point|percent))",
+    re.IGNORECASE,
+)
+_OCLOCK = re.compile(rf"\b({_HOUR_WORD}|1[0-2]|[1-9]) ?o'?clock\b", re.IGNORECASE)
+_AM_PM = re.compile(rf"\b({_HOUR_WORD})(?= ?(?:[ap]m|[ap]\.m\.)(?:\W|$))", re.IGNORECASE)
+_LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
+
+
+def _clock(m: re.Match[str]) -> str:
+    hour = _HOURS[m.group(1).lower()]
+    if m.group(2):  # "oh five"
+        minutes = int(_DIGIT_WORDS[m.group(3).lower()])
+    elif m.group(4):
+        minutes = _TEENS[m.group(4).lower()]
+    else:
+        minutes = _TENS[m.group(5).lower()] + (
+            int(_DIGIT_WORDS[m.group(6).lower()]) if m.group(6) else 0
+        )
+    return f"{hour}:{minutes:02d}"
+
+
+def _hour(word: str) -> str:
+    return str(_HOURS[word.lower()]) if word.lower() in _HOURS else word
+
+
+def english_numbers_to_arabic(text: str) -> str:
+    """Rewrite English number words as the knowledge writes numbers: 25, 3:30, 9 am, 0571.
+
+    Uses text2num's ``alpha2digit`` (which leaves a lone "one" or "two" as a word:
+    "one of them", "I have two"). Before it, on the words: spoken digit strings of
+    four or more are joined so leading zeros survive (zero five seven one → 0571),
+    an hour followed by minutes becomes H:MM (three thirty → 3:30), "nine o'clock"
+    9:00 and "two pm" 2 pm. Digits the recogniser already wrote are left alone.
+    """
+    if not _LATIN_WORD.search(text):
+        return text  # nothing to read (Chinese text, digits only): skip the library call
+    try:
+        from text_to_num import alpha2digit
+    except ImportError as exc:
+        from runtime.errors import BackendUnavailableError
+
+        raise BackendUnavailableError(
+            f"text2num is not installed ({exc.name}); English number words cannot be normalised",
+            hint="pip install 'kiosk-assistant[speech]', or set [speech] number_form = \"keep\"",
+        ) from None
+
+    text = _SPOKEN_DIGITS.sub(
+        lambda m: "".join(_DIGIT_WORDS[w.lower()] for w in re.split(r"[ -]+", m.group(0))), text
+    )
+    text = _CLOCK.sub(_clock, text)
+    text = _OCLOCK.sub(lambda m: f"{_hour(m.group(1))}:00", text)
+    text = _AM_PM.sub(lambda m: _hour(m.group(1)), text)
+    return alpha2digit(text, "en")
+
+
 def normalize_transcript(
     text: str, *, script: Script = "simplified", number_form: NumberForm = "arabic"
 ) -> str:
     """What the kiosk shows and matches: NFKC width, one script, numbers as the knowledge writes
-    them."""
+    them (Chinese numerals and English number words alike)."""
     text = unicodedata.normalize("NFKC", text).strip()
     text = convert_script(text, script)
     if number_form == "arabic":
-        text = chinese_numbers_to_arabic(text)
+        text = english_numbers_to_arabic(chinese_numbers_to_arabic(text))
     return re.sub(r"\s+", " ", text)
 
 
@@ -162,7 +264,7 @@ _PUNCT = re.compile(
 def score_form(text: str, *, script: Script = "simplified") -> str:
     """The form error rates are scored on: normalised, lower case, no punctuation or hyphens."""
     text = convert_script(unicodedata.normalize("NFKC", text), script)
-    text = chinese_numbers_to_arabic(text, min_digit_run=2).lower()
+    text = english_numbers_to_arabic(chinese_numbers_to_arabic(text, min_digit_run=2)).lower()
     text = _DIGIT_RANGE.sub(r"\1", text)  # 1-2线 and 一二线 score alike
     return " ".join(_PUNCT.sub(" ", text).split())
 

@@ -10,11 +10,12 @@ Same model (whisper base, CTranslate2 int8, ``--threads`` CPU threads), same cli
   encoder run twice: once to detect, once to decode); the reference.
 - ``project``: the kiosk's transcriber with the [speech] settings (VAD trim,
   one encoder pass shared by language choice among the kiosk's languages and
-  decoding, beam 1, no timestamps, temperature fallback).
-- ``project-beam5``: the same pipeline with beam 5, to show what the beam costs
-  and buys; ``project-30s`` and ``project-30s-beam5``: the pipeline with
-  whisper's fixed 30 s encoder window instead of the short window (speech + 2 s,
-  with a fall-back to 30 s when the result looks wrong), to show what that saves.
+  decoding, a short encoder window (speech + 2 s, Mandarin at least 10 s),
+  beam 1, no timestamps; an unsure or looping decode is redone the reference
+  way: 30 s window, beam 5, timestamps).
+- ``project-noesc``: the same without the confidence-gated redo (only loops are
+  redone), to show what the redo costs and buys; ``project-beam5``: beam 5;
+  ``project-30s``: whisper's fixed 30 s encoder window instead of the short one.
 
 For each: transcription time from the end of the audio (p50/p95; for a file or
 a push-to-talk release this is the end-of-speech latency), CPU time, real-time
@@ -87,15 +88,28 @@ def _timed(fn):
 
 def _stream_realtime(tr, settings, clips, args) -> dict[str, Any]:
     """End of speech → final transcript, measured on the wall clock with a paced sender."""
+    from runtime.speech.normalize import error_rate
     from runtime.speech.streaming import StreamingSession
     from runtime.speech.vad import WINDOW, speech_probabilities
 
-    eos, errors, partials_first = [], [], 0
+    eos, errors, partials_first, per_clip = [], [], 0, {}
+    early_start, early_ms, final_extra, busy_at_end = [], [], [], []
+    calls: list[tuple[float, float, bool]] = []  # wall start, wall end, reference decode
+    timed = tr.transcribe_timed
+
+    def logged(audio, **kw):
+        t = time.perf_counter()
+        result = timed(audio, **kw)
+        calls.append((t, time.perf_counter(), bool(kw.get("reference") or result.escalated)))
+        return result
+
+    tr.transcribe_timed = logged
     for clip in clips:
         probs = speech_probabilities(clip["audio"])
         speech_end_s = (int(np.nonzero(probs >= settings.threshold)[0][-1]) + 1) * WINDOW / 16000
         for _ in range(args.reps):
             session = StreamingSession(tr, settings)
+            calls.clear()
             audio = np.concatenate([clip["audio"], np.zeros(24000, np.float32)])
             t0 = time.perf_counter()
             final_at, kinds = None, []
@@ -108,20 +122,42 @@ def _stream_realtime(tr, settings, clips, args) -> dict[str, Any]:
                     if event.kind == "final" and final_at is None:
                         final_at = time.perf_counter()
                         errors.append((clip["reference"], event.text, clip["lang"]))
+                        per_clip.setdefault(
+                            clip["file"],
+                            error_rate(clip["reference"], event.text, clip["lang"]).errors,
+                        )
                 if final_at is not None:
                     break
             if final_at is None:
                 continue
-            eos.append((final_at - (t0 + speech_end_s)) * 1e3)
+            end = t0 + speech_end_s
+            eos.append((final_at - end) * 1e3)
             partials_first += "partial" in kinds[: kinds.index("final")]
+            # where the time went: a decode running when speech ended (a partial), the start and
+            # length of the early final decode, and what the final added after it (a redo)
+            after = [c for c in calls if c[0] >= end and not c[2]]
+            busy_at_end.append(max([(c[1] - end) * 1e3 for c in calls if c[0] < end] + [0.0]))
+            if after:
+                early_start.append((after[0][0] - end) * 1e3)
+                early_ms.append((after[0][1] - after[0][0]) * 1e3)
+                final_extra.append((final_at - after[0][1]) * 1e3)
+    tr.transcribe_timed = timed
     return {
         "latency_ms_p50": _pct(eos, 50),
         "latency_ms_p95": _pct(eos, 95),
+        "breakdown_ms_p50": {
+            "decode_busy_at_end_of_speech": _pct(busy_at_end, 50),
+            "end_of_speech_to_early_decode": _pct(early_start, 50),
+            "early_decode": _pct(early_ms, 50),
+            "early_decode_to_final": _pct(final_extra, 50),
+        },
+        "latency_ms_each": [round(x) for x in eos],
         "endpoint_silence_ms": settings.endpoint_silence_ms,
         "speculate_ms": settings.speculate_ms,
         "finals": len(eos),
         "finals_with_partial_first": partials_first,
         "error_rate": _rates(errors),
+        "errors_per_clip": per_clip,
         "calls": len(eos),
     }
 
@@ -141,9 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument(
-        "--settings", default="plain,project,project-beam5,project-30s,project-30s-beam5"
-    )
+    ap.add_argument("--settings", default="plain,project,project-noesc,project-beam5,project-30s")
     ap.add_argument("--no-stream", action="store_true", help="skip the real-time streaming replay")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "asr.json")
     args = ap.parse_args(argv)
@@ -152,7 +186,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from kiosk_config import load_config
     from runtime.inference.transcribe_whisper import DecodeSettings, WhisperTranscriber
-    from runtime.speech.normalize import corpus_error_rate, normalize_transcript
+    from runtime.speech.normalize import (
+        corpus_error_rate,
+        error_rate,
+        normalize_transcript,
+        score_form,
+        tokens,
+    )
     from runtime.speech.streaming import StreamSettings
 
     cfg = load_config()
@@ -173,26 +213,31 @@ def main(argv: list[str] | None = None) -> int:
             raw, script=cfg.kiosk.chinese_script, number_form=cfg.speech.number_form
         )
 
-    def run_project(settings):
+    escalations: dict[str, int] = {}
+
+    def run_project(settings, name):
         def run(audio):
             tr.settings = settings
-            return tr.transcribe(audio).text
+            timed = tr.transcribe_timed(audio)
+            escalations[name] = escalations.get(name, 0) + timed.escalated
+            return timed.transcript.text
 
         return run
 
     runners = {
         "plain": run_plain,
-        "project": run_project(project),
-        "project-beam5": run_project(dataclasses.replace(project, beam_size=5)),
-        "project-30s": run_project(dataclasses.replace(project, short_window=False)),
-        "project-30s-beam5": run_project(
-            dataclasses.replace(project, short_window=False, beam_size=5)
+        "project": run_project(project, "project"),
+        "project-noesc": run_project(
+            dataclasses.replace(project, escalate_logprob=None), "project-noesc"
         ),
+        "project-beam5": run_project(dataclasses.replace(project, beam_size=5), "project-beam5"),
+        "project-30s": run_project(dataclasses.replace(project, short_window=False), "project-30s"),
     }
     chosen = [s for s in args.settings.split(",") if s in runners]
     for clip in clips[:1]:  # warm-up: first calls pay for allocations and the VAD session
         for name in chosen:
             runners[name](clip["audio"])
+    escalations.clear()
 
     results: dict[str, Any] = {}
     for name in chosen:
@@ -207,12 +252,18 @@ def main(argv: list[str] | None = None) -> int:
                     pairs.append((clip["reference"], text, clip["lang"]))
                     texts.append({"file": clip["file"], "text": text})
         rates = corpus_error_rate(pairs, script=cfg.kiosk.chinese_script)
+        per_clip = {
+            c["file"]: error_rate(ref, hyp, lang, script=cfg.kiosk.chinese_script).errors
+            for c, (ref, hyp, lang) in zip(clips, pairs, strict=True)
+        }
         results[name] = {
             "latency_ms_p50": _pct(wall, 50),
             "latency_ms_p95": _pct(wall, 95),
             "cpu_ms_p50": _pct(cpu, 50),
             "rtf_p50": _pct(rtf, 50),
             "error_rate": rates,
+            "errors_per_clip": per_clip,
+            **({"escalated_calls": escalations.get(name, 0)} if name != "plain" else {}),
             "texts": texts,
             "calls": len(wall),
         }
@@ -243,6 +294,28 @@ def main(argv: list[str] | None = None) -> int:
             f"{r.get('cpu_ms_p50', float('nan')):8.0f} "
             f"{r.get('rtf_p50', float('nan')):6.2f} {ratio:9.2f}  {rates}"
         )
+    print("\nerrors per clip (rep 1; characters for zh, words for en):")
+    print(f"{'clip':44s} {'ref':>4s} " + " ".join(f"{n[:13]:>13s}" for n in results))
+    for c in clips:
+        ref_len = len(
+            tokens(score_form(c["reference"], script=cfg.kiosk.chinese_script), c["lang"])
+        )
+        cells = " ".join(
+            f"{r.get('errors_per_clip', {}).get(c['file'], float('nan')):>13}"
+            for r in results.values()
+        )
+        print(f"{c['file'][:44]:44s} {ref_len:4d} {cells}")
+    for name, r in results.items():
+        if "escalated_calls" in r:
+            print(f"{name}: {r['escalated_calls']} of {r['calls']} calls redone the reference way")
+    if "streaming" in results:
+        b = results["streaming"]["breakdown_ms_p50"]
+        print(
+            "streaming, p50 ms after end of speech: decode still running "
+            f"{b['decode_busy_at_end_of_speech']:.0f}, early final decode starts "
+            f"{b['end_of_speech_to_early_decode']:.0f}, takes {b['early_decode']:.0f}, "
+            f"final {b['early_decode_to_final']:.0f} after it"
+        )
     facts = {
         "machine": {
             "platform": platform.platform(),
@@ -253,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "versions": {
             p: importlib.metadata.version(p)
-            for p in ("faster-whisper", "ctranslate2", "onnxruntime")
+            for p in ("faster-whisper", "ctranslate2", "onnxruntime", "text2num")
         },
         "model": {
             "id": cfg.models.transcriber,

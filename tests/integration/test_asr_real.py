@@ -45,9 +45,11 @@ def clips(shared_data):
 def test_real_speech_error_rates(transcriber, clips):
     pairs = []
     for name, lang, reference, audio in clips:
-        tr = transcriber.transcribe(audio)
+        timed = transcriber.transcribe_timed(audio)
+        tr = timed.transcript
         er = error_rate(reference, tr.text, lang)
-        print(f"{er.name} {er.rate:6.3f}  {lang} {name}: {tr.text}")
+        redo = " (redone: 30 s window, beam 5)" if timed.escalated else ""
+        print(f"{er.name} {er.rate:6.3f}  {lang} {name}: {tr.text}{redo}")
         assert tr.language == lang, f"{name}: detected {tr.language}"
         if lang == "zh":
             assert convert_script(tr.text, "simplified") == tr.text, (
@@ -57,7 +59,7 @@ def test_real_speech_error_rates(transcriber, clips):
     rates = corpus_error_rate(pairs)
     print(f"pooled: English WER {rates['en']:.3f}, Mandarin CER {rates['zh']:.3f}")
     assert rates["en"] <= 0.05
-    assert rates["zh"] <= 0.20
+    assert rates["zh"] <= 0.10  # plain faster-whisper: 3 edits in 58 characters (0.052)
 
 
 def test_traditional_kiosk_gets_traditional_text(transcriber, clips):
@@ -83,6 +85,26 @@ def test_pack_vocabulary_fixes_a_name(transcriber, clips):
     assert "达摩院" in biased
     reference = "欢迎大家来体验达摩院推出的语音识别模型"
     assert error_rate(reference, biased, "zh").errors <= error_rate(reference, plain, "zh").errors
+
+
+def test_unsure_decodes_are_redone_confident_ones_are_not(transcriber, clips):
+    """The confidence gate on real speech: pink noise at 0 dB SNR makes whisper unsure, and the
+    transcriber redoes that decode the reference way; the clean clip is kept as decoded."""
+    name, lang, reference, audio = next(c for c in clips if c[0].startswith("zh/fireredasr_BAC"))
+    clean = transcriber.transcribe_timed(audio)
+    assert not clean.escalated and clean.avg_logprob >= transcriber.settings.escalate_logprob
+    rng = np.random.default_rng(1)
+    noise = rng.normal(0, 1, audio.size).astype(np.float32)
+    noise *= np.sqrt(np.mean(audio**2) / np.mean(noise**2))  # 0 dB SNR
+    noisy = transcriber.transcribe_timed(audio + noise)
+    print(f"clean: {clean.transcript.text} ({clean.avg_logprob:.2f})")
+    print(
+        f"noisy: {noisy.transcript.text} (fast {noisy.avg_logprob:.2f}, redone {noisy.escalated})"
+    )
+    assert noisy.avg_logprob < transcriber.settings.escalate_logprob
+    assert noisy.escalated and noisy.window_frames == 3000
+    preview = transcriber.transcribe_timed(audio + noise, escalate=False)
+    assert not preview.escalated and preview.unsure
 
 
 def test_silence_and_noise_give_no_text(transcriber):

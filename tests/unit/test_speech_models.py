@@ -119,6 +119,7 @@ def test_short_encoder_window_covers_speech_plus_pad_in_whole_seconds():
 
     window = WhisperTranscriber._window_frames
     assert window(_fake_transcriber(window_pad_s=2.0), 555) == 800  # 5.55 s + 2 s -> 8 s
+    assert window(_fake_transcriber(window_pad_s=2.0, min_window_s={}), 555, "zh") == 800
     assert window(_fake_transcriber(window_pad_s=2.0), 2900) == 3000  # never past the trained 30 s
     assert window(_fake_transcriber(short_window=False), 555) == 3000
     assert window(_fake_transcriber(fixed_encode=False), 555) == 3000
@@ -134,6 +135,56 @@ def test_short_window_results_that_look_wrong_are_redone():
     assert wrong(t, [_segment(20, temperature=0.4)], 4.0)
     assert wrong(t, [_segment(20, compression_ratio=3.1)], 4.0)
     assert wrong(t, [_segment(20, avg_logprob=-1.4)], 4.0)
-    assert wrong(t, [_segment(24, text="广州市 佛地产 中间协会分析广州市 佛地产 中间协会分析")], 4.0)
+    assert wrong(
+        t, [_segment(24, text="广州市 佛地产 中间协会分析广州市 佛地产 中间协会分析")], 4.0
+    )
     assert not wrong(t, [_segment(10, text="谢谢谢谢，请到三号窗口。")], 4.0)
     assert not wrong(t, [_segment(10, text="It was the first great sorrow of his life.")], 4.0)
+
+
+def test_mandarin_gets_its_minimum_window_english_the_short_one():
+    from runtime.inference.transcribe_whisper import WhisperTranscriber
+
+    window = WhisperTranscriber._window_frames
+    t = _fake_transcriber(window_pad_s=2.0, min_window_s={"zh": 10.0})
+    assert window(t, 420, "zh") == 1000  # 4.2 s + 2 s -> 7 s, raised to Mandarin's 10 s
+    assert window(t, 420, "en") == 700
+    assert window(t, 420, None) == 700  # detection runs on the short window
+    assert window(t, 1250, "zh") == 1500  # longer speech keeps speech + pad
+    assert window(_fake_transcriber(min_window_s={"zh": 40.0}), 420, "zh") == 3000
+
+
+def test_unsure_decodes_are_flagged_by_their_lowest_segment():
+    from runtime.inference.transcribe_whisper import WhisperTranscriber
+
+    unsure = WhisperTranscriber._unsure
+    t = _fake_transcriber(escalate_logprob=-0.35)
+    assert not unsure(t, [_segment(20, avg_logprob=-0.2)])
+    assert unsure(t, [_segment(20, avg_logprob=-0.2), _segment(20, avg_logprob=-0.41)])
+    assert not unsure(t, [])
+    assert not unsure(_fake_transcriber(escalate_logprob=None), [_segment(20, avg_logprob=-0.9)])
+
+
+def test_reference_decode_is_faster_whispers_defaults_on_the_full_window():
+    from runtime.inference.transcribe_whisper import PLAIN_DEFAULTS
+
+    fast = DecodeSettings()
+    ref = fast.reference()
+    assert (ref.beam_size, ref.temperatures) == (
+        PLAIN_DEFAULTS.beam_size,
+        PLAIN_DEFAULTS.temperatures,
+    )
+    assert not ref.short_window and not ref.without_timestamps and ref.escalate_logprob is None
+    assert ref.vad_trim == fast.vad_trim  # the same trimmed audio is decoded again
+    assert ref.reference() == ref  # nothing further to escalate to
+
+
+def test_window_and_escalation_follow_config():
+    from kiosk_config.schema import SpeechSection
+
+    s = DecodeSettings.from_config(
+        SpeechSection(min_window_seconds={"zh": 8.0, "en": 3.0}, escalate_logprob=-0.5)
+    )
+    assert s.min_window_s == {"zh": 8.0, "en": 3.0} and s.escalate_logprob == -0.5
+    with pytest.raises(ValueError, match="min_window_seconds.zh"):
+        SpeechSection(min_window_seconds={"zh": 45.0})

@@ -8,6 +8,7 @@ from runtime.speech.normalize import (
     chinese_numbers_to_arabic,
     convert_script,
     corpus_error_rate,
+    english_numbers_to_arabic,
     error_rate,
     normalize_transcript,
     score_form,
@@ -87,3 +88,53 @@ def test_corpus_rate_pools_by_language():
     )
     assert rates["en"] == pytest.approx(1 / 4)
     assert rates["zh"] == pytest.approx(2 / 4)
+
+
+@pytest.mark.parametrize(
+    "spoken,written",
+    [
+        ("it costs twenty five dollars", "it costs 25 dollars"),
+        ("Twenty-five people", "25 people"),
+        ("come back at three thirty.", "come back at 3:30."),
+        ("from eight thirty to five thirty", "from 8:30 to 5:30"),
+        ("Four forty-five p.m.", "4:45 p.m."),
+        ("at nine oh five", "at 9:05"),
+        ("The office opens at nine am", "The office opens at 9 am"),
+        ("until two pm", "until 2 pm"),
+        ("at twelve o'clock", "at 12:00"),
+        ("room one hundred and five", "room 105"),
+        ("two point five kilometres", "2.5 kilometres"),
+        ("call zero five seven one eight eight zero zero", "call 05718800"),
+        ("call oh five seven one", "call 0571"),
+        ("Window three please", "Window 3 please"),
+    ],
+)
+def test_english_number_words_take_the_knowledge_form(spoken, written):
+    assert english_numbers_to_arabic(spoken) == written
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I want one ticket",  # a lone one/two stays a word
+        "one of them",
+        "It was the first great sorrow of his life",
+        "page 3 30",  # digits the recogniser wrote are not re-read as a time
+        "at 9 am",
+        "请到三号窗口",
+    ],
+)
+def test_english_words_that_are_not_rewritten(text):
+    assert english_numbers_to_arabic(text) == text
+
+
+def test_normalize_transcript_applies_english_numbers_only_in_arabic_form():
+    assert normalize_transcript("Opens at nine am, closes at five thirty") == (
+        "Opens at 9 am, closes at 5:30"
+    )
+    assert normalize_transcript("at five thirty", number_form="keep") == "at five thirty"
+
+
+def test_english_numbers_score_alike_written_either_way():
+    assert error_rate("The fee is 25 dollars", "the fee is twenty five dollars", "en").errors == 0
+    assert score_form("Three thirty") == "3 30" == score_form("3:30")

@@ -217,6 +217,10 @@ def test_settings_follow_the_config():
         SpeechSection(endpoint_silence_ms=700, max_utterance_seconds=50, max_audio_seconds=20)
     )
     assert s.endpoint_silence_ms == 700 and s.max_utterance_s == 20
+    assert (
+        StreamSettings.from_config(SpeechSection(stream_escalate_logprob=-0.8)).escalate_logprob
+        == -0.8
+    )
 
 
 def test_final_decode_starts_during_the_trailing_silence():
@@ -238,6 +242,101 @@ def test_speech_after_the_early_decode_makes_it_stale():
     audio = np.concatenate([speech(1.0), silence(0.35), speech(1.0), silence(1.0)])
     events = run(session, clock, audio)
     finals = [e for e in events if e.kind == "final"]
-    assert len(finals) == 1 and finals[0].utterance_s > 2.3  # both parts, not the stale first decode
+    assert (
+        len(finals) == 1 and finals[0].utterance_s > 2.3
+    )  # both parts, not the stale first decode
     assert len(tr.calls) == 2  # the stale early decode, then the one reused by the endpoint
     assert finals[0].text == f"heard {tr.calls[-1].size / RATE:.2f}s"
+
+
+class UnsureTranscriber(CountingTranscriber):
+    """A whisper-like transcriber whose fast decode is always unsure: records how it was asked."""
+
+    def __init__(self, logprob: float = -0.9) -> None:
+        super().__init__()
+        self.modes: list[str] = []
+        self.logprob = logprob  # of every fast decode
+
+    def transcribe_timed(
+        self, audio, *, language=None, trim=None, escalate=True, reference=False, preview=False
+    ):
+        from types import SimpleNamespace
+
+        assert trim is False  # the session has cut the utterance already
+        mode = "reference" if reference else ("auto" if escalate else "fast")
+        if preview:
+            mode = "preview"
+        self.modes.append(mode)
+        transcript = self.transcribe(audio, language=language)
+        if mode != "fast":
+            transcript = Transcript(
+                f"sure {transcript.text}", transcript.language, audio.size / RATE
+            )
+        unsure = mode in ("fast", "preview")
+        return SimpleNamespace(
+            transcript=transcript,
+            unsure=unsure,
+            avg_logprob=self.logprob if unsure else -0.1,
+            looked_wrong=False,
+        )
+
+
+def _make_unsure(settings: StreamSettings, logprob: float = -0.9):
+    clock = Clock()
+    tr = UnsureTranscriber(logprob)
+    return StreamingSession(tr, settings, vad=energy_vad, clock=clock), tr, clock
+
+
+def test_partials_and_the_early_decode_never_escalate_the_final_does_when_unsure():
+    settings = StreamSettings(partial_interval_ms=500, endpoint_silence_ms=480, speculate_ms=128)
+    session, tr, clock = _make_unsure(settings)
+    events = run(session, clock, np.concatenate([speech(1.5), silence(1.0)]))
+    final = next(e for e in events if e.kind == "final")
+    # partials are previews, the early final decode fast, then (unsure) one reference decode
+    assert tr.modes[-2:] == ["fast", "reference"] and set(tr.modes[:-2]) == {"preview"}
+    assert final.text.startswith("sure ") and final.compute_ms > 0
+    assert tr.calls[-1].size == tr.calls[-2].size  # the reference decode saw the same audio
+
+
+def test_release_without_an_early_decode_is_redone_when_unsure():
+    session, tr, clock = _make_unsure(StreamSettings(partials=False))
+    run(session, clock, speech(1.5))
+    final = session.end()
+    assert tr.modes == ["fast", "reference"] and final.text.startswith("sure ")
+
+
+def test_a_moderately_unsure_final_is_kept_in_a_stream():
+    # unsure by the file path's gate (-0.35) but above the stream's (-0.5): no slow redo
+    settings = StreamSettings(partials=False, escalate_logprob=-0.5)
+    session, tr, clock = _make_unsure(settings, logprob=-0.4)
+    events = run(session, clock, np.concatenate([speech(1.5), silence(1.0)]))
+    final = next(e for e in events if e.kind == "final")
+    assert tr.modes == ["fast"] and not final.text.startswith("sure ")
+
+
+def test_early_decode_starts_once_the_kept_tail_is_complete():
+    settings = StreamSettings(
+        partials=False, speculate_ms=64, tail_keep_ms=128, endpoint_silence_ms=480
+    )
+    session, tr, clock = make(settings)
+    events = run(session, clock, np.concatenate([speech(1.5), silence(1.0)]))
+    partial = next(e for e in events if e.kind == "partial")
+    # not before 128 ms of silence: the audio to decode must not change after the early decode
+    assert 1.5 + 0.12 <= partial.at_s <= 1.5 + 0.2
+    assert len(tr.calls) == 1
+
+
+def test_the_final_decode_reuses_the_language_the_partials_heard():
+    session, tr, clock = _make_unsure(
+        StreamSettings(partial_interval_ms=500, endpoint_silence_ms=480)
+    )
+    asked: list[str | None] = []
+
+    def transcribe(audio, *, language=None, prompt=None):
+        asked.append(language)
+        return Transcript("你好", language or "zh", audio.size / RATE)
+
+    tr.transcribe = transcribe
+    run(session, clock, np.concatenate([speech(1.5), silence(1.0)]))
+    assert asked[0] is None  # the first partial detects
+    assert tr.modes[-2:] == ["fast", "reference"] and asked[-2:] == ["zh", "zh"]
