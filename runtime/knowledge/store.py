@@ -535,6 +535,25 @@ class KnowledgeStore:
             complete=complete,
         )
 
+    def vocabulary(self, *, limit: int = 200, max_chars: int = 40) -> list[str]:
+        """Names this knowledge uses (document titles, section headings), shortest first.
+
+        The speech recogniser's prompt is built from these, so "社会保障卡" or "Riverside
+        City Service Hall" are heard as the documents spell them.
+        """
+        import json
+
+        self._refresh()
+        names = {str(r[0]) for r in self._conn.execute("SELECT title FROM documents")}
+        for (path,) in self._conn.execute("SELECT DISTINCT section_path FROM chunks"):
+            try:
+                parts = json.loads(path)
+            except (TypeError, ValueError):
+                continue
+            names.update(str(p) for p in parts if isinstance(p, str))
+        kept = sorted((n.strip() for n in names if 0 < len(n.strip()) <= max_chars), key=len)
+        return kept[:limit]
+
     def unknown_terms(self, terms: Sequence[str]) -> list[str]:
         """The search terms that occur in no chunk and no FAQ entry of this store.
 

@@ -240,6 +240,7 @@ def from_app_state(state, cfg, base_routes: Sequence[BaseRoute] = ()) -> Starlet
         return voices.get(lang)
 
     transcriber: list[Any] = []
+    vocabulary_for: list[str] = [""]  # the knowledge version the recogniser's prompt came from
 
     def make_voice_session():
         from runtime.inference.transcribe_whisper import WhisperTranscriber
@@ -248,7 +249,27 @@ def from_app_state(state, cfg, base_routes: Sequence[BaseRoute] = ()) -> Starlet
         with lock:
             if not transcriber:
                 transcriber.append(WhisperTranscriber.from_config(cfg))
+            _refresh_vocabulary(transcriber[0])
         return StreamingSession(transcriber[0], StreamSettings.from_config(cfg.speech))
+
+    def _refresh_vocabulary(t) -> None:
+        """Bias recognition toward the active knowledge's names; again after a pack switch."""
+        pipeline = state.service.pipeline if state.service is not None else None
+        if pipeline is None:
+            return
+        try:
+            version = pipeline.knowledge_version()
+            if version == vocabulary_for[0]:
+                return
+            store = pipeline.store
+            with store.acquire() if hasattr(store, "acquire") else contextlib.nullcontext(
+                store
+            ) as s, pipeline.store_lock:
+                terms = s.vocabulary() if s is not None and hasattr(s, "vocabulary") else []
+            t.set_vocabulary(terms)
+            vocabulary_for[0] = version
+        except Exception as exc:  # noqa: BLE001 - recognition works without the prompt
+            log.warning("speech vocabulary not set: %s", exc)
 
     def get_installer():
         packs = getattr(state.service, "packs", None)

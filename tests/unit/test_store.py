@@ -359,3 +359,15 @@ def test_document_without_chunks(tmp_path: Path) -> None:
         assert [i for i, _ in store.iter_documents()] == [doc_id]
         assert store.stats()["chunks"] == 0 and store.search("empty", EMB.embed("empty")) == []
         store.integrity_check()
+
+
+def test_vocabulary_and_unknown_terms(tmp_path: Path) -> None:
+    """Names for the speech prompt; words the knowledge never uses, for the relevance gate."""
+    with _open(tmp_path / "k.sqlite", create=True) as store:
+        store.add_document(*_doc("hours.md", ["The hall opens at 08:30.", "Closed on Sundays."]))
+        names = store.vocabulary()
+        assert "Title of hours.md" in names and "Part 0" in names and "Part 1" in names
+        assert len(names) == len(set(names))
+        assert [len(n) for n in names] == sorted(len(n) for n in names)
+        assert store.vocabulary(limit=1) == names[:1]
+        assert store.unknown_terms(["hall", "sundays", "library"]) == ["library"]
