@@ -37,7 +37,7 @@ _QUESTION = {
 }
 
 _STATES = {
-    "money": re.compile(r"[$¥￥]\s*\d|\d+(?:\.\d+)?\s*(?:yuan|rmb|cny|元|块)|\bfree\b|免费", re.I),
+    "money": re.compile(r"[$¥￥]\s*\d|\d+(?:\.\d+)?\s*(?:yuan|rmb|cny|元|块)", re.I),
     "place": re.compile(
         r"\bwindows?\s+\d|\b\d+(?:st|nd|rd|th)\s+floor|\b(ground|first|second|third|fourth|fifth)"
         r"\s+floor|\bbasement\b|\bb1\b|\d+\s*号?窗口|[一二三四五\d]\s*楼|[一二三四五\d]\s*层|地下",

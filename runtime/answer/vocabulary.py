@@ -39,9 +39,25 @@ def content_terms(question: str) -> list[str]:
     return out
 
 
+# jieba part-of-speech tags of topic words: nouns, place and organisation names,
+# abbreviations and fixed phrases. Verbs are left out: visitors say "开门" where the
+# documents say "开放", and a verb the documents never use is weak evidence that the
+# question is about something else.
+_ZH_TOPIC_TAGS = frozenset("n nr nrt nrfg ns nt nz ng j l s".split())
+
+
+def _is_topic(term: str) -> bool:
+    if not _CJK.search(term):
+        return True
+    import jieba.posseg
+
+    tags = [p.flag for p in jieba.posseg.lcut(term)]
+    return len(tags) == 1 and tags[0] in _ZH_TOPIC_TAGS
+
+
 def unknown_content_terms(store, question: str) -> list[str]:
     """Topic words of ``question`` that occur nowhere in ``store`` (empty if it can't tell)."""
     finder = getattr(store, "unknown_terms", None)
     if finder is None:
         return []
-    return finder(content_terms(question))
+    return [t for t in finder(content_terms(question)) if _is_topic(t)]

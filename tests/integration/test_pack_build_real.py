@@ -137,6 +137,9 @@ def test_kiosk_serve_installs_a_usb_pack_in_the_background(hall, tmp_path):
         + '[server]\nadmin_pin = "2468"\n'
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), *sys.path]))
+    # scripts/test.sh exports KIOSK_DATA_DIR for the whole run, and the environment wins over
+    # the config file: without this the server would start on the fixture's installed pack.
+    env["KIOSK_DATA_DIR"] = str(tmp_path / "data")
     cmd = [sys.executable, "-m", "runtime.cli", "--config", str(conf)]
     proc = subprocess.Popen(
         [*cmd, "serve", "--port", "0", "--no-generator"],

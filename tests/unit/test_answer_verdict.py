@@ -200,6 +200,16 @@ def test_content_terms_leave_out_numbers_and_function_words():
     assert "library" in content_terms("What are the opening hours of the city library?")
 
 
+def test_only_nouns_count_as_unknown_chinese_topic_words():
+    class Store:
+        def unknown_terms(self, words):
+            return list(words)  # knows nothing
+
+    unknown = unknown_content_terms(Store(), "市图书馆周日开门吗？")
+    assert "图书馆" in unknown or "市图书馆" in unknown
+    assert "开门" not in unknown  # a verb: visitors and documents word actions differently
+
+
 def test_unknown_content_terms_ask_the_store():
     class Store:
         def unknown_terms(self, words):
