@@ -19,11 +19,17 @@ Language = Literal["zh", "en"]
 
 
 def _default_data_dir() -> Path:
-    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "kiosk-assistant"
+    return (
+        Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "kiosk-assistant"
+    )
 
 
 def _default_model_cache() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kiosk-assistant" / "models"
+    return (
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        / "kiosk-assistant"
+        / "models"
+    )
 
 
 class Section(BaseModel):
@@ -93,23 +99,47 @@ class ServerSection(Section):
     allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1", "localhost", "[::1]"])
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     # Security (docs/server.md): tokens for non-loopback clients, admin PIN/token, CORS.
-    api_tokens: list[str] = Field(default_factory=list, description="bearer tokens accepted from non-loopback clients")
-    admin_pin: str | None = Field(default=None, description="PIN for /v1/admin (header X-Admin-Pin); None: admin off")
-    admin_token: str | None = Field(default=None, description="bearer token for /v1/admin; None: PIN only")
-    admin_max_attempts: int = Field(default=5, ge=1, le=100, description="wrong PINs per client before lockout")
+    api_tokens: list[str] = Field(
+        default_factory=list, description="bearer tokens accepted from non-loopback clients"
+    )
+    admin_pin: str | None = Field(
+        default=None, description="PIN for /v1/admin (header X-Admin-Pin); None: admin off"
+    )
+    admin_token: str | None = Field(
+        default=None, description="bearer token for /v1/admin; None: PIN only"
+    )
+    admin_max_attempts: int = Field(
+        default=5, ge=1, le=100, description="wrong PINs per client before lockout"
+    )
     admin_lockout_s: float = Field(default=300.0, gt=0, le=86400)
-    admin_global_max_failures: int = Field(default=50, ge=1, le=100_000, description="wrong PINs from all clients per lockout window")
+    admin_global_max_failures: int = Field(
+        default=50, ge=1, le=100_000, description="wrong PINs from all clients per lockout window"
+    )
     cors_origins: list[str] = Field(default_factory=list, description="empty: CORS off")
     max_ws_message_bytes: int = Field(default=64 * 1024, ge=320, le=16 * 1024 * 1024)
-    body_timeout_s: float = Field(default=10.0, gt=0, le=600, description="whole request body must arrive by then")
-    header_timeout_s: float = Field(default=10.0, gt=0, le=600, description="request headers must arrive by then")
+    body_timeout_s: float = Field(
+        default=10.0, gt=0, le=600, description="whole request body must arrive by then"
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, le=600, description="request headers must arrive by then"
+    )
     # Admission control.
-    workers: int = Field(default=2, ge=1, le=64, description="pipeline turns running at once (threads)")
-    queue_limit: int = Field(default=32, ge=0, le=10_000, description="turns waiting for a worker; more are degraded")
-    deadline_ms: int = Field(default=8000, ge=50, le=600_000, description="default per-request deadline")
-    rate_limit_per_s: float = Field(default=5.0, ge=0, le=100_000, description="per client; 0: no limit")
+    workers: int = Field(
+        default=2, ge=1, le=64, description="pipeline turns running at once (threads)"
+    )
+    queue_limit: int = Field(
+        default=32, ge=0, le=10_000, description="turns waiting for a worker; more are degraded"
+    )
+    deadline_ms: int = Field(
+        default=8000, ge=50, le=600_000, description="default per-request deadline"
+    )
+    rate_limit_per_s: float = Field(
+        default=5.0, ge=0, le=100_000, description="per client; 0: no limit"
+    )
     rate_limit_burst: int = Field(default=20, ge=1, le=1_000_000)
-    rate_limit_loopback: bool = Field(default=False, description="also rate-limit loopback clients (the kiosk's own UI)")
+    rate_limit_loopback: bool = Field(
+        default=False, description="also rate-limit loopback clients (the kiosk's own UI)"
+    )
     max_connections: int = Field(default=2048, ge=16, le=100_000)
 
 
@@ -119,20 +149,40 @@ class KnowledgeSection(Section):
     database: Path | None = None  # None: <data_dir>/knowledge/dev.sqlite (used by `kiosk ingest`)
     top_k: int = Field(default=5, ge=1, le=100)
     # Ingestion limits (docs/ingestion.md): every input file is untrusted.
-    max_file_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, description="larger files are skipped")
+    max_file_bytes: int = Field(
+        default=50 * 1024 * 1024, ge=1024, description="larger files are skipped"
+    )
     max_pdf_pages: int = Field(default=2000, ge=1)
     max_table_rows: int = Field(default=100_000, ge=1, description="CSV/XLSX rows read per file")
-    max_table_cells: int = Field(default=2_000_000, ge=1, description="XLSX/CSV/DOCX table cells per file")
-    max_unzipped_bytes: int = Field(default=256 * 1024 * 1024, ge=1024, description="DOCX/XLSX inflated size cap")
-    max_text_chars: int = Field(default=20_000_000, ge=1000, description="extracted characters per file")
-    parse_timeout_s: float = Field(default=60.0, gt=0, le=3600, description="wall time to parse one file")
-    parse_memory_mb: int = Field(default=2048, ge=128, description="address-space cap of the parse worker")
+    max_table_cells: int = Field(
+        default=2_000_000, ge=1, description="XLSX/CSV/DOCX table cells per file"
+    )
+    max_unzipped_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1024, description="DOCX/XLSX inflated size cap"
+    )
+    max_text_chars: int = Field(
+        default=20_000_000, ge=1000, description="extracted characters per file"
+    )
+    parse_timeout_s: float = Field(
+        default=60.0, gt=0, le=3600, description="wall time to parse one file"
+    )
+    parse_memory_mb: int = Field(
+        default=2048, ge=128, description="address-space cap of the parse worker"
+    )
     # Chunking (chosen by measurement, see docs/ingestion.md).
-    chunk_max_tokens: int = Field(default=200, ge=16, le=4096, description="CJK char = 1, English word ~1.3")
-    chunk_min_tokens: int = Field(default=40, ge=0, le=4096, description="shorter chunks take a neighbour")
-    chunk_similarity: float = Field(default=0.7, ge=-1.0, le=1.0, description="semantic merge: min cosine")
+    chunk_max_tokens: int = Field(
+        default=200, ge=16, le=4096, description="CJK char = 1, English word ~1.3"
+    )
+    chunk_min_tokens: int = Field(
+        default=40, ge=0, le=4096, description="shorter chunks take a neighbour"
+    )
+    chunk_similarity: float = Field(
+        default=0.7, ge=-1.0, le=1.0, description="semantic merge: min cosine"
+    )
     chunk_semantic: bool = True
-    chunk_overlap_tokens: int = Field(default=0, ge=0, le=1024, description="repeated from the previous chunk")
+    chunk_overlap_tokens: int = Field(
+        default=0, ge=0, le=1024, description="repeated from the previous chunk"
+    )
 
 
 class PacksSection(Section):
@@ -147,7 +197,9 @@ class PacksSection(Section):
     sync_interval_s: int = Field(default=3600, ge=0, le=7 * 86400, description="0: only on demand")
     download_deadline_s: float = Field(default=900.0, gt=0, le=86400)
     http_retries: int = Field(default=4, ge=0, le=20)
-    clock_skew_s: int = Field(default=300, ge=0, le=86400, description="how far in the future a pack may be dated")
+    clock_skew_s: int = Field(
+        default=300, ge=0, le=86400, description="how far in the future a pack may be dated"
+    )
     usb_poll_s: float = Field(default=5.0, gt=0, le=3600)
     smoke_top_k: int = Field(default=5, ge=1, le=50)
 
@@ -156,7 +208,8 @@ class SpeechSection(Section):
     """Speech in and out."""
 
     enabled: bool = True
-    max_audio_seconds: float = Field(default=30.0, gt=0, le=600)  # longest file or utterance accepted
+    # Longest file or utterance accepted.
+    max_audio_seconds: float = Field(default=30.0, gt=0, le=600)
     # Untrusted audio: checked from the header before anything is allocated (docs/speech.md).
     max_file_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024**3)
     max_channels: int = Field(default=2, ge=1, le=16)
@@ -165,18 +218,25 @@ class SpeechSection(Section):
     # Decoding, chosen by scripts/bench/asr.py on 2 cores (docs/speech.md has the numbers).
     compute_type: Literal["int8", "int8_float32", "float32", "default"] = "int8"
     beam_size: int = Field(default=1, ge=1, le=10)
-    temperatures: list[float] = Field(default_factory=lambda: [0.0, 0.4, 0.8], min_length=1, max_length=8)
+    temperatures: list[float] = Field(
+        default_factory=lambda: [0.0, 0.4, 0.8], min_length=1, max_length=8
+    )
     without_timestamps: bool = True
-    short_window: bool = True  # encode speech + window_pad_seconds, not whisper's fixed 30 s (falls back)
+    # Encode speech + window_pad_seconds, not whisper's fixed 30 s (falls back).
+    short_window: bool = True
     window_pad_seconds: float = Field(default=2.0, ge=0.5, le=30.0)
-    # Smallest encoder window per language; Mandarin needs fewer slow redos at 10 s (docs/speech.md).
-    min_window_seconds: dict[Literal["zh", "en"], float] = Field(default_factory=lambda: {"zh": 10.0})
+    # Smallest encoder window per language; Mandarin needs fewer slow redos at 10 s
+    # (docs/speech.md).
+    min_window_seconds: dict[Literal["zh", "en"], float] = Field(
+        default_factory=lambda: {"zh": 10.0}
+    )
     # Redo a decode the reference way (30 s window, beam 5) when its lowest segment average
     # log-probability is under this; -10 redoes only loops and failed decodes.
     escalate_logprob: float = Field(default=-0.35, ge=-10.0, le=0.0)
     vad_trim: bool = True  # trim silence from files with Silero VAD before decoding
     vad_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
-    vad_pad_ms: int = Field(default=300, ge=0, le=2000)  # audio kept around speech when trimming files
+    # Audio kept around speech when trimming files.
+    vad_pad_ms: int = Field(default=300, ge=0, le=2000)
     prompt_max_chars: int = Field(default=160, ge=0, le=800)  # pack vocabulary prompt
     number_form: Literal["arabic", "keep"] = "arabic"  # how numbers are shown and matched
     # Streaming (WebSocket): 16 kHz mono s16le chunks.
@@ -202,7 +262,8 @@ class SpeechSection(Section):
         for lang, seconds in value.items():
             if not 0.0 <= seconds <= 30.0:
                 raise ValueError(
-                    f"min_window_seconds.{lang} = {seconds}: must be 0-30 (whisper's window is 30 s)"
+                    f"min_window_seconds.{lang} = {seconds}: "
+                    "must be 0-30 (whisper's window is 30 s)"
                 )
         return value
 
@@ -210,13 +271,24 @@ class SpeechSection(Section):
 class AnswerSection(Section):
     """The answer pipeline."""
 
-    deadline_ms: int = Field(default=1000, ge=50, le=120_000, description="first words (generated or quoted) by then")
-    total_ms: int = Field(default=8000, ge=100, le=600_000, description="whole turn, generation included")
+    deadline_ms: int = Field(
+        default=1000, ge=50, le=120_000, description="first words (generated or quoted) by then"
+    )
+    total_ms: int = Field(
+        default=8000, ge=100, le=600_000, description="whole turn, generation included"
+    )
     experiment: Path | None = None  # None: kiosk_config/experiments/default.yaml
-    queue_size: int = Field(default=2, ge=1, le=64, description="generations running + waiting; more answer from the passage")
+    queue_size: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="generations running + waiting; more answer from the passage",
+    )
     breaker_failures: int = Field(default=3, ge=1, le=100)
     breaker_reset_s: float = Field(default=30.0, gt=0, le=3600)
-    faq_threshold: float = Field(default=0.80, ge=0.0, le=1.01, description="cosine for a confident FAQ match")
+    faq_threshold: float = Field(
+        default=0.80, ge=0.0, le=1.01, description="cosine for a confident FAQ match"
+    )
     claim_check: bool = True
     cache_size: int = Field(default=512, ge=0, le=100_000)
 
@@ -224,16 +296,58 @@ class AnswerSection(Section):
 class GenerationSection(Section):
     """How the generator runs: in a supervised worker process (docs/generation.md) or in-process."""
 
-    isolation: Literal["process", "thread"] = Field(default="process", description="process: a crash, hang or memory blow-up costs a worker restart, not the kiosk")
-    worker_memory_mb: int = Field(default=4096, ge=0, le=1_048_576, description="memory cap of the worker (0: none); the 0.5B needs about 1 GB, the 1.5B about 2.5")
-    worker_memory_limit: Literal["data", "address-space"] = Field(default="data", description="data: RLIMIT_DATA (heap and anonymous maps); address-space: RLIMIT_AS (counts OpenVINO's large reserved maps too)")
-    worker_start_timeout_s: float = Field(default=120.0, gt=0, le=3600, description="load + smoke answer; start-up waits this long for the worker")
-    worker_restart_min_s: float = Field(default=1.0, gt=0, le=600, description="first restart delay; doubles per failure in a row, with jitter")
-    worker_restart_max_s: float = Field(default=30.0, gt=0, le=3600, description="restart delay cap")
+    isolation: Literal["process", "thread"] = Field(
+        default="process",
+        description=(
+            "process: a crash, hang or memory blow-up costs a worker restart, not the kiosk"
+        ),
+    )
+    worker_memory_mb: int = Field(
+        default=4096,
+        ge=0,
+        le=1_048_576,
+        description=(
+            "memory cap of the worker (0: none); the 0.5B needs about 1 GB, the 1.5B about 2.5"
+        ),
+    )
+    worker_memory_limit: Literal["data", "address-space"] = Field(
+        default="data",
+        description=(
+            "data: RLIMIT_DATA (heap and anonymous maps); "
+            "address-space: RLIMIT_AS (counts OpenVINO's large reserved maps too)"
+        ),
+    )
+    worker_start_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="load + smoke answer; start-up waits this long for the worker",
+    )
+    worker_restart_min_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=600,
+        description="first restart delay; doubles per failure in a row, with jitter",
+    )
+    worker_restart_max_s: float = Field(
+        default=30.0, gt=0, le=3600, description="restart delay cap"
+    )
     worker_ping_interval_s: float = Field(default=2.0, gt=0, le=600)
-    worker_ping_timeout_s: float = Field(default=10.0, gt=0, le=600, description="no pong by then: the worker is killed and restarted")
-    worker_grace_s: float = Field(default=5.0, gt=0, le=600, description="past a request's max time (or a cancel) before the worker counts as hung")
-    worker_request_timeout_s: float = Field(default=120.0, gt=0, le=3600, description="time limit of a request that sets none")
+    worker_ping_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="no pong by then: the worker is killed and restarted",
+    )
+    worker_grace_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="past a request's max time (or a cancel) before the worker counts as hung",
+    )
+    worker_request_timeout_s: float = Field(
+        default=120.0, gt=0, le=3600, description="time limit of a request that sets none"
+    )
 
 
 class AuditSection(Section):
@@ -242,7 +356,12 @@ class AuditSection(Section):
     enabled: bool = True
     path: Path | None = None  # None: <data_dir>/audit/audit.sqlite
     retention_days: float = Field(default=90.0, ge=0, le=3650, description="0: keep forever")
-    max_pending: int = Field(default=10_000, ge=10, le=1_000_000, description="turns queued for writing; more are dropped and counted")
+    max_pending: int = Field(
+        default=10_000,
+        ge=10,
+        le=1_000_000,
+        description="turns queued for writing; more are dropped and counted",
+    )
 
 
 class LoggingSection(Section):

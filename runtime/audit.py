@@ -40,13 +40,16 @@ SCHEMA_VERSION = 1
 # --- redaction ------------------------------------------------------------------------
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63})+")
-# 18-digit mainland ID card number (last char a digit or the X checksum), not part of a longer number.
+# 18-digit mainland ID card number (last char a digit or the X checksum),
+# not part of a longer number.
 _CN_ID = re.compile(
     r"(?<![0-9A-Za-z])[1-9]\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[\dXx](?![0-9A-Za-z])"
 )
-# Any 18-character digit run ending in X is also treated as an ID (a mistyped birth date is still PII).
+# Any 18-character digit run ending in X is also treated as an ID
+# (a mistyped birth date is still PII).
 _CN_ID_LOOSE = re.compile(r"(?<![0-9A-Za-z])\d{17}[\dXx](?![0-9A-Za-z])")
-# 13-19 digits, optionally grouped by single spaces or dashes (bank cards are printed in groups of 4).
+# 13-19 digits, optionally grouped by single spaces or dashes
+# (bank cards are printed in groups of 4).
 _CARD = re.compile(r"(?<!\d)(?:\d[ \-]?){12,18}\d(?!\d)")
 # Phones: CN mobile (optionally +86/0086), CN landline with area code, international +CC numbers.
 _PHONE = re.compile(
@@ -329,7 +332,10 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:
         raise AuditError(
             f"audit log {path} cannot be opened: {exc}",
-            hint="check the file's permissions; a corrupt log can be moved aside and a new one is created",
+            hint=(
+                "check the file's permissions; "
+                "a corrupt log can be moved aside and a new one is created"
+            ),
         ) from exc
     return conn
 
@@ -376,7 +382,10 @@ class AuditLog:
 
     # -- writing ------------------------------------------------------------------------
     def record(self, rec: TurnRecord, *, wait: bool = False, timeout: float = 10.0) -> bool:
-        """Queue (and with ``wait`` commit) one turn. False when it was dropped or not committed in time."""
+        """Queue (and with ``wait`` commit) one turn.
+
+        False when it was dropped or not committed in time.
+        """
         if self._closed:
             return False
         done = threading.Event() if wait else None
@@ -436,7 +445,8 @@ class AuditLog:
                     log.exception("audit record not built")
             self._conn.execute("BEGIN IMMEDIATE")
             self._conn.executemany(
-                "INSERT INTO turns(ts, trace_id, channel, client, language, path, degraded, question, answer, "
+                "INSERT INTO turns(ts, trace_id, channel, client, language, path, degraded, "
+                "question, answer, "
                 "sources, timings, experiment_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 rows,
             )

@@ -111,7 +111,10 @@ def get_config(ctx: click.Context):  # -> KioskConfig (imported lazily: keeps --
         root.obj["config"] = load_config(root.obj.get("config_path"))
         cfg = root.obj["config"]
         if not root.obj.get("verbose"):
-            setup_logging(cfg.logging.level if cfg.logging.level != "INFO" else "WARNING", cfg.logging.json_lines)
+            setup_logging(
+                cfg.logging.level if cfg.logging.level != "INFO" else "WARNING",
+                cfg.logging.json_lines,
+            )
     return root.obj["config"]
 
 

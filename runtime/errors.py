@@ -35,7 +35,8 @@ Hierarchy (one section per subsystem; add new classes to the matching section)::
     │       ├── DocumentLimitError      over a size/page/row/cell/time/memory limit
     │       └── DocumentParseError      corrupt, undecodable, empty or missing columns
     ├── PackError                   knowledge packs: format, signature, install, sync
-    │   ├── PackFormatError         malformed pack/index/key list (PackIntegrityError: bad section hash)
+    │   ├── PackFormatError         malformed pack/index/key list
+    │   │                           (PackIntegrityError: bad section hash)
     │   ├── PackSignatureError      unsigned, untrusted key, bad or duplicated signature
     │   ├── PackVersionError        not above the highest version ever accepted
     │   ├── PackExpiredError        expired or future-dated under the clock policy
@@ -46,11 +47,13 @@ Hierarchy (one section per subsystem; add new classes to the matching section)::
     │   └── PackKeyError            signing key file missing, malformed or unsafe
     ├── AudioError                  audio input that cannot be decoded or breaks limits
     │   ├── AudioFormatError        not WAV/FLAC/PCM, truncated, or a self-contradicting header
-    │   ├── AudioLimitError         breaks a [speech] limit (bytes, seconds, channels, rate, input speed)
+    │   ├── AudioLimitError         breaks a [speech] limit
+    │   │                           (bytes, seconds, channels, rate, input speed)
     │   └── AudioStreamError        a streaming session used wrongly
     ├── AnswerError                 the answer pipeline
     ├── ServerError                 HTTP service (status attribute: the HTTP status)
-    │   ├── RequestRejectedError    bad Host/Origin/token, body or message over a cap, malformed input
+    │   ├── RequestRejectedError    bad Host/Origin/token, body or message over a cap,
+    │   │                           malformed input
     │   └── RateLimitedError        too many requests or PIN lockout (retry_after_s)
     └── AuditError                  the audit log cannot be opened, written or exported
 """
@@ -150,7 +153,8 @@ class KnowledgeError(KioskError):
 
 
 class StoreOpenError(KnowledgeError):
-    """The knowledge store file cannot be opened (missing, unreadable, or SQLite lacks extension loading)."""
+    """The knowledge store file cannot be opened (missing, unreadable, or SQLite lacks extension
+    loading)."""
 
 
 class StoreCorruptError(KnowledgeError):
@@ -162,7 +166,8 @@ class StoreMismatchError(KnowledgeError):
 
 
 class StoreVersionError(KnowledgeError):
-    """The store's schema is newer than this runtime, or needs migrating but was opened read-only."""
+    """The store's schema is newer than this runtime, or needs migrating but was opened
+    read-only."""
 
 
 class VectorError(KnowledgeError):
@@ -221,7 +226,8 @@ class PackCompatibilityError(PackError):
 
 
 class PackInstallError(PackError):
-    """Building, checking or switching to the new knowledge base failed; the old one stays active."""
+    """Building, checking or switching to the new knowledge base failed; the old one stays
+    active."""
 
 
 class PackDiskError(PackInstallError):
@@ -244,11 +250,13 @@ class AudioError(KioskError):
 
 
 class AudioFormatError(AudioError):
-    """The bytes are not audio we read (not WAV/FLAC/PCM, truncated, or a header that contradicts itself)."""
+    """The bytes are not audio we read (not WAV/FLAC/PCM, truncated, or a header that contradicts
+    itself)."""
 
 
 class AudioLimitError(AudioError):
-    """The audio is well formed but breaks a [speech] limit (size, length, channels, rate, input speed)."""
+    """The audio is well formed but breaks a [speech] limit (size, length, channels, rate, input
+    speed)."""
 
 
 class AudioStreamError(AudioError):
@@ -272,15 +280,19 @@ class ServerError(KioskError):
 
 
 class RequestRejectedError(ServerError):
-    """A request broke a rule: bad Host/Origin, missing token, over a size or time cap, malformed body."""
+    """A request broke a rule: bad Host/Origin, missing token, over a size or time cap, malformed
+    body."""
 
 
 class RateLimitedError(ServerError):
-    """A client asked too often, or is locked out after wrong PINs; ``retry_after_s`` says for how long."""
+    """A client asked too often, or is locked out after wrong PINs; ``retry_after_s`` says for
+    how long."""
 
     status = 429
 
-    def __init__(self, message: str, *, hint: str | None = None, retry_after_s: float = 1.0) -> None:
+    def __init__(
+        self, message: str, *, hint: str | None = None, retry_after_s: float = 1.0
+    ) -> None:
         super().__init__(message, hint=hint)
         self.retry_after_s = retry_after_s
 

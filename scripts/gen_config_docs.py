@@ -86,9 +86,14 @@ def render() -> str:
     out = [HEADER]
     for name, field in KioskConfig.model_fields.items():
         out += _table(field.annotation, f"[{name}]")
-    out += ["# Experiment configs (YAML)", "",
-            (ExperimentConfig.__doc__ or "").strip(), "",
-            "The default is `kiosk_config/experiments/default.yaml`; every answer records its `id`.", ""]
+    out += [
+        "# Experiment configs (YAML)",
+        "",
+        (ExperimentConfig.__doc__ or "").strip(),
+        "",
+        "The default is `kiosk_config/experiments/default.yaml`; every answer records its `id`.",
+        "",
+    ]
     out += _table(ExperimentConfig, "experiment (top level)")
     for name, field in ExperimentConfig.model_fields.items():
         if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
@@ -97,14 +102,21 @@ def render() -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="fail if docs/configuration.md is stale")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="fail if docs/configuration.md is stale"
+    )
     args = parser.parse_args()
     text = render()
     if args.check:
         current = OUT.read_text(encoding="utf-8") if OUT.exists() else ""
         if current != text:
-            print("docs/configuration.md is out of date: run python scripts/gen_config_docs.py", file=sys.stderr)
+            print(
+                "docs/configuration.md is out of date: run python scripts/gen_config_docs.py",
+                file=sys.stderr,
+            )
             return 1
         return 0
     OUT.write_text(text, encoding="utf-8")

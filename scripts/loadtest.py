@@ -74,7 +74,8 @@ def _bare_app():
 
     body = (
         b'event: path\ndata: {"path":"faq","degraded":false}\n\n'
-        b'event: done\ndata: {"text":"The car park is in the basement (B1).","path":"faq","degraded":false}\n\n'
+        b'event: done\ndata: {"text":"The car park is in the basement (B1).",'
+        b'"path":"faq","degraded":false}\n\n'
     )
 
     async def ask(request):
@@ -210,7 +211,8 @@ class Conn:
         body = json.dumps(payload).encode()
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         self.writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nContent-Type: application/json\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+            "Content-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n{extra}\r\n".encode()
             + body
         )
@@ -609,7 +611,8 @@ def main(argv: list[str] | None = None) -> int:
 
     b, k, o = report["bare_sse"], report["kiosk_sse"], report["overload"]
     print(
-        f"\n{'phase':<34}{'answers/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'srv CPU ms/ans':>16}{'ans/srv-CPU-s':>15}"
+        f"\n{'phase':<34}{'answers/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+        f"{'srv CPU ms/ans':>16}{'ans/srv-CPU-s':>15}"
     )
     for name, x in (("bare Starlette SSE (reference)", b), ("kiosk cache/FAQ SSE", k)):
         print(
@@ -625,7 +628,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{k['answers_per_s'] / max(b['answers_per_s'], 1e-9):.2f}; paths {k['paths']})"
     )
     print(
-        f"\n(b) {args.sessions} open SSE sessions asking at a paced total rate, {args.paced_seconds:g} s "
+        f"\n(b) {args.sessions} open SSE sessions asking at a paced total rate, "
+        f"{args.paced_seconds:g} s "
         "per step; latency from when each question was due"
     )
     print(
@@ -634,23 +638,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     for kp, bp in zip(report["kiosk_paced"], report["bare_paced"], strict=True):
         print(
-            f"{kp['offered_per_s']:>10g} | {kp['answers_per_s']:>11}{kp['p50_ms']:>8}{kp['p99_ms']:>8}"
-            f"{kp['errors']:>5}{kp.get('server_cpu_ms_per_answer', 0):>11} | {bp['answers_per_s']:>10}"
+            f"{kp['offered_per_s']:>10g} | {kp['answers_per_s']:>11}"
+            f"{kp['p50_ms']:>8}{kp['p99_ms']:>8}"
+            f"{kp['errors']:>5}{kp.get('server_cpu_ms_per_answer', 0):>11} | "
+            f"{bp['answers_per_s']:>10}"
             f"{bp['p50_ms']:>8}{bp['p99_ms']:>8}{bp['errors']:>5} | {kp['send_lag_p99_ms']:>11}"
         )
     report["kiosk_best_paced_rate"] = best_rate(report["kiosk_paced"], args.p99_goal_ms)
     report["bare_best_paced_rate"] = best_rate(report["bare_paced"], args.p99_goal_ms)
     print(
         f"  highest offered rate with p99 <= {args.p99_goal_ms:g} ms and 0 errors: "
-        f"kiosk {report['kiosk_best_paced_rate']}/s, bare Starlette {report['bare_best_paced_rate']}/s"
+        f"kiosk {report['kiosk_best_paced_rate']}/s, "
+        f"bare Starlette {report['bare_best_paced_rate']}/s"
     )
     print(
-        f"slow path unloaded: {cap['rate_per_s']} answers/s with {cap['clients']} clients (p50 {cap['p50_ms']} ms)"
+        f"slow path unloaded: {cap['rate_per_s']} answers/s with {cap['clients']} clients "
+        f"(p50 {cap['p50_ms']} ms)"
     )
     print(
-        f"overload {args.overload:g}× = {o['offered_per_s']}/s for {args.overload_seconds:g} s, deadline "
+        f"overload {args.overload:g}× = {o['offered_per_s']}/s "
+        f"for {args.overload_seconds:g} s, deadline "
         f"{args.deadline_ms} ms: within deadline {o['within_deadline']}/{o['requests']} "
-        f"({o['within_deadline_share']:.1%}), degraded {o['degraded_share']:.1%}, goodput {o['goodput_per_s']}/s "
+        f"({o['within_deadline_share']:.1%}), degraded {o['degraded_share']:.1%}, "
+        f"goodput {o['goodput_per_s']}/s "
         f"= {o['goodput_vs_unloaded']:.0%} of unloaded, p99 {o['p99_ms']} ms, max {o['max_ms']} ms"
     )
     print(f"peak RSS: kiosk {report['kiosk_peak_rss_mb']} MB, bare {report['bare_peak_rss_mb']} MB")

@@ -30,7 +30,9 @@ def shared_data() -> Path:
 def model_cache() -> Path:
     from kiosk_config import load_config
 
-    return load_config(environ={k: v for k, v in os.environ.items() if k.startswith("KIOSK_")}).paths.model_cache
+    return load_config(
+        environ={k: v for k, v in os.environ.items() if k.startswith("KIOSK_")}
+    ).paths.model_cache
 
 
 def require_prepared(cache: Path, model_id: str, variant: str) -> Path:
@@ -50,4 +52,6 @@ def require_prepared(cache: Path, model_id: str, variant: str) -> Path:
 def kiosk_cfg(tmp_path: Path, model_cache: Path):
     from kiosk_config import load_config
 
-    return load_config(environ={"KIOSK_DATA_DIR": str(tmp_path / "data"), "KIOSK_MODEL_CACHE": str(model_cache)})
+    return load_config(
+        environ={"KIOSK_DATA_DIR": str(tmp_path / "data"), "KIOSK_MODEL_CACHE": str(model_cache)}
+    )

@@ -41,7 +41,8 @@ _db_opt = click.option(
 
 @click.group()
 def audit() -> None:
-    """Export or purge the audit log of answered turns (personal data is redacted before writing)."""
+    """Export or purge the audit log of answered turns (personal data is redacted before
+    writing)."""
 
 
 @audit.command()

@@ -34,7 +34,9 @@ def _model_rows(cfg, caps):
         row = {"model": mid, "task": m.task, "prepared": sorted(variants.values()),
                "variants": [v.name for v in m.variants]}
         try:
-            plan = plan_placement(caps, task=m.task, variants=variants, preference=cfg.devices.preference)
+            plan = plan_placement(
+                caps, task=m.task, variants=variants, preference=cfg.devices.preference
+            )
             row["plan"] = [f"{c.backend}/{c.device}" for c in plan]
         except KioskError as exc:
             row["plan"] = []
@@ -45,10 +47,15 @@ def _model_rows(cfg, caps):
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
-@click.option("--no-load", is_flag=True, help="Only plan placements; do not load the embedder to confirm.")
-@click.option("--measure", is_flag=True,
-              help="Measure every prepared generator now (about a minute each on 2 cores) and store "
-                   "the numbers the generator choice uses.")
+@click.option(
+    "--no-load", is_flag=True, help="Only plan placements; do not load the embedder to confirm."
+)
+@click.option(
+    "--measure",
+    is_flag=True,
+    help="Measure every prepared generator now (about a minute each on 2 cores) and store "
+    "the numbers the generator choice uses.",
+)
 @click.pass_context
 def doctor(ctx: click.Context, as_json: bool, no_load: bool, measure: bool) -> None:
     """Show what this box has: CPU features, OpenVINO devices, onnxruntime providers,
@@ -85,7 +92,10 @@ def doctor(ctx: click.Context, as_json: bool, no_load: bool, measure: bool) -> N
         "backends": {b: report.versions.get(b, "yes") for b in sorted(caps.backends)},
         "openvino_devices": list(caps.openvino_devices),
         "onnxruntime_providers": list(caps.ort_providers),
-        "missing": {b: {"why": why, "install": INSTALL_HINTS.get(b, "")} for b, why in report.problems.items()},
+        "missing": {
+            b: {"why": why, "install": INSTALL_HINTS.get(b, "")}
+            for b, why in report.problems.items()
+        },
         "device_preference": cfg.devices.preference,
         "model_cache": str(cfg.paths.model_cache),
         "data_dir": str(cfg.paths.data_dir),
@@ -131,7 +141,10 @@ def _print_tables(d: dict) -> None:
     from rich.table import Table
 
     con = Console()
-    con.print(f"[bold]CPU[/]: {d['cpu']['model']} · {d['cpu']['cores']} cores · {' '.join(d['cpu']['flags'])}")
+    con.print(
+        f"[bold]CPU[/]: {d['cpu']['model']} · {d['cpu']['cores']} cores · "
+        f"{' '.join(d['cpu']['flags'])}"
+    )
     con.print(f"[bold]OpenVINO devices[/]: {', '.join(d['openvino_devices']) or 'none'}")
     con.print(f"[bold]onnxruntime providers[/]: {', '.join(d['onnxruntime_providers']) or 'none'}")
     con.print(f"[bold]Device preference[/]: {' → '.join(d['device_preference'])}")
@@ -142,25 +155,45 @@ def _print_tables(d: dict) -> None:
     for b, v in d["backends"].items():
         t.add_row(b, f"[green]ok[/] {v}")
     for b, m in d["missing"].items():
-        t.add_row(b, f"[yellow]missing[/] {m['why']}" + (f"\n  install: {m['install']}" if m["install"] else ""))
+        t.add_row(
+            b,
+            f"[yellow]missing[/] {m['why']}"
+            + (f"\n  install: {m['install']}" if m["install"] else ""),
+        )
     con.print(t)
     t = Table(title="Models")
     for col in ("model", "task", "prepared", "would run on (in order)"):
         t.add_column(col)
     for r in d["models"]:
-        prepared = ", ".join(r.get("prepared", [])) or "[yellow]not prepared[/] (kiosk models prepare " + r["model"] + ")"
-        t.add_row(r["model"], r.get("task", ""), prepared, " → ".join(r.get("plan", [])) or r.get("error", "—"))
+        prepared = (
+            ", ".join(r.get("prepared", []))
+            or "[yellow]not prepared[/] (kiosk models prepare " + r["model"] + ")"
+        )
+        t.add_row(
+            r["model"],
+            r.get("task", ""),
+            prepared,
+            " → ".join(r.get("plan", [])) or r.get("error", "—"),
+        )
     con.print(t)
     p = d["embedder_placement"]
     if p:
         if "error" in p:
             con.print(f"[bold]Embedder[/] {p['model']}: [red]{p['error']}[/]")
         else:
-            tried = "; ".join(f"{a['backend']}/{a['device']} {'ok' if a['ok'] else 'failed: ' + a['error']}"
-                              for a in p["attempts"])
-            con.print(f"[bold]Embedder[/] {p['model']} runs on [green]{p['backend']}/{p['device']}[/] ({tried})")
+            tried = "; ".join(
+                f"{a['backend']}/{a['device']} {'ok' if a['ok'] else 'failed: ' + a['error']}"
+                for a in p["attempts"]
+            )
+            con.print(
+                f"[bold]Embedder[/] {p['model']} runs on "
+                f"[green]{p['backend']}/{p['device']}[/] ({tried})"
+            )
     g = d["generator"]
-    con.print(f"[bold]Generator[/]: {g['generator']}" + (f" [red]{g['error']}[/]" if g.get("error") else ""))
+    con.print(
+        f"[bold]Generator[/]: {g['generator']}"
+        + (f" [red]{g['error']}[/]" if g.get("error") else "")
+    )
     for reason in g.get("reasons", []):
         con.print(f"  - {reason}")
     w = g.get("worker") or {}
@@ -171,15 +204,22 @@ def _print_tables(d: dict) -> None:
             color = "green" if w["state"] == "ready" else "red"
             line += f"; started: [{color}]{w['state']}[/] in {w['start_s']} s"
             if w.get("pid"):
-                line += f", pid {w['pid']}, RSS {w.get('rss_mb')} MB (peak {w.get('peak_rss_mb')} MB)"
+                line += (
+                    f", pid {w['pid']}, RSS {w.get('rss_mb')} MB (peak {w.get('peak_rss_mb')} MB)"
+                )
             if w.get("last_error"):
                 line += f" [red]{w['last_error']}[/]"
         con.print(line)
     elif w:
-        con.print("[bold]Generator worker[/]: none ([generation] isolation = \"thread\": in the server process)")
+        con.print(
+            "[bold]Generator worker[/]: none "
+            '([generation] isolation = "thread": in the server process)'
+        )
     for m in g.get("measurements", []):
         if m["error"]:
             con.print(f"  {m['generator']}: [red]failed[/] {m['error']}")
         else:
-            con.print(f"  {m['generator']}: first token {m['first_token_s']} s at {m['prompt_tokens']} "
-                      f"prompt tokens, decode {m['decode_tokens_per_s']} tokens/s")
+            con.print(
+                f"  {m['generator']}: first token {m['first_token_s']} s at {m['prompt_tokens']} "
+                f"prompt tokens, decode {m['decode_tokens_per_s']} tokens/s"
+            )

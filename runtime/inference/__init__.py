@@ -5,6 +5,6 @@ onnxruntime_genai or faster_whisper. Backends are imported lazily so a box
 without one of them still starts; `kiosk doctor` says what is missing.
 """
 
-from .base import Embedder, Generator, GenerationRequest, Reranker, Synthesizer, Transcriber
+from .base import Embedder, GenerationRequest, Generator, Reranker, Synthesizer, Transcriber
 
 __all__ = ["Embedder", "GenerationRequest", "Generator", "Reranker", "Synthesizer", "Transcriber"]

@@ -19,7 +19,12 @@ class ModelRunner(abc.ABC):
     device: str  # "CPU", "GPU", "NPU" (or "GPU.0" style names from the backend)
 
     def describe(self) -> dict[str, str]:
-        return {"kind": self.kind, "model": self.model_id, "backend": self.backend, "device": self.device}
+        return {
+            "kind": self.kind,
+            "model": self.model_id,
+            "backend": self.backend,
+            "device": self.device,
+        }
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release native resources. Safe to call twice."""

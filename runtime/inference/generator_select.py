@@ -268,8 +268,12 @@ def choose_generator(
         # Unmeasured, a bigger tier may miss every deadline on this box: run the
         # default tier until a measurement shows a more accurate one fits.
         best = max(
-            unmeasured, key=lambda c: (c.default, -c.accuracy_rank if c.default else c.accuracy_rank,
-                                       c.backend == "openvino")
+            unmeasured,
+            key=lambda c: (
+                c.default,
+                -c.accuracy_rank if c.default else c.accuracy_rank,
+                c.backend == "openvino",
+            ),
         )
         reasons.append(
             f"{best.key}: not measured yet, chosen as the "

@@ -61,10 +61,21 @@ def load_with_fallback(
             smoke_fn(runner)
         except Exception as exc:  # noqa: BLE001 - any failure means: try the next device
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            placement.attempts.append(Attempt(cand, ok=False, error=f"{type(exc).__name__}: {reason}",
-                                              seconds=time.perf_counter() - started))
-            log.warning("%s on %s/%s failed (%s); trying the next device",
-                        manifest.id, cand.backend, cand.device, reason)
+            placement.attempts.append(
+                Attempt(
+                    cand,
+                    ok=False,
+                    error=f"{type(exc).__name__}: {reason}",
+                    seconds=time.perf_counter() - started,
+                )
+            )
+            log.warning(
+                "%s on %s/%s failed (%s); trying the next device",
+                manifest.id,
+                cand.backend,
+                cand.device,
+                reason,
+            )
             close = getattr(runner, "close", None)
             if close is not None:
                 close()
@@ -73,10 +84,15 @@ def load_with_fallback(
         placement.chosen = cand
         log.info("%s runs on %s/%s (%s)", manifest.id, cand.backend, cand.device, cand.variant)
         return runner, placement
-    tried = "; ".join(f"{a.candidate.backend}/{a.candidate.device}: {a.error}" for a in placement.attempts)
+    tried = "; ".join(
+        f"{a.candidate.backend}/{a.candidate.device}: {a.error}" for a in placement.attempts
+    )
     raise DeviceError(
         f"no device could run model {manifest.id}" + (f" (tried {tried})" if tried else ""),
-        hint="run `kiosk doctor` to see the devices and backends; `kiosk models verify` to check files",
+        hint=(
+            "run `kiosk doctor` to see the devices and backends; "
+            "`kiosk models verify` to check files"
+        ),
     )
 
 
@@ -103,8 +119,9 @@ def _open_embedder(cfg: KioskConfig, manifest: ModelManifest, cand: Candidate) -
         from .embed_openvino import OpenVinoEmbedder
 
         cache_dir = cfg.compiled_cache_dir / manifest.id / cand.variant
-        return OpenVinoEmbedder.load(folder, device=cand.device, threads=cfg.devices.threads,
-                                     cache_dir=cache_dir)
+        return OpenVinoEmbedder.load(
+            folder, device=cand.device, threads=cfg.devices.threads, cache_dir=cache_dir
+        )
     raise DeviceError(f"no embedder runner for backend {cand.backend!r}")
 
 
@@ -119,19 +136,30 @@ def load_embedder_placed(
     manifests = load_manifests(cfg.manifest_dir)
     model_id = cfg.models.embedder
     if model_id not in manifests:
-        raise KioskError(f"[models] embedder = {model_id!r} names no manifest in {cfg.manifest_dir}",
-                         hint=f"use one of {sorted(m for m, x in manifests.items() if x.task == 'embedding')}")
+        raise KioskError(
+            f"[models] embedder = {model_id!r} names no manifest in {cfg.manifest_dir}",
+            hint=f"use one of {sorted(m for m, x in manifests.items() if x.task == 'embedding')}",
+        )
     manifest = manifests[model_id]
     variants = prepared_variants(cfg.paths.model_cache, manifest)
     if not variants:
-        raise ModelNotPreparedError(f"model {model_id} is not prepared in {cfg.paths.model_cache}",
-                                    hint=f"run: kiosk models prepare {model_id}")
+        raise ModelNotPreparedError(
+            f"model {model_id} is not prepared in {cfg.paths.model_cache}",
+            hint=f"run: kiosk models prepare {model_id}",
+        )
     caps = caps or probe().caps
-    candidates = plan_placement(caps, task="embedding", variants=variants,
-                                preference=cfg.devices.preference, backend=cfg.models.embedder_backend)
+    candidates = plan_placement(
+        caps,
+        task="embedding",
+        variants=variants,
+        preference=cfg.devices.preference,
+        backend=cfg.models.embedder_backend,
+    )
     dim = manifest.dim or 0
 
     def smoke(emb: Embedder) -> None:
         check_embeddings(emb.embed_batch(list(SMOKE_TEXTS)), len(SMOKE_TEXTS), dim or emb.dim)
 
-    return load_with_fallback(manifest, candidates, lambda c: _open_embedder(cfg, manifest, c), smoke)
+    return load_with_fallback(
+        manifest, candidates, lambda c: _open_embedder(cfg, manifest, c), smoke
+    )

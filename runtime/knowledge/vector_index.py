@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
 BLAS_MIN_ROWS = 50_000  # from here on BLAS's product wins even with the other core busy
 
 

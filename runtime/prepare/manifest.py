@@ -152,15 +152,22 @@ def load_manifest(path: Path) -> ModelManifest:
         manifest = ModelManifest.model_validate(data)
     except ValidationError as exc:
         lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        raise ModelManifestError(f"model manifest {path} is invalid:\n" + "\n".join(lines)) from None
+        raise ModelManifestError(
+            f"model manifest {path} is invalid:\n" + "\n".join(lines)
+        ) from None
     if manifest.id != path.stem:
-        raise ModelManifestError(f"model manifest {path} has id {manifest.id!r}; the file must be named {manifest.id}.toml")
+        raise ModelManifestError(
+            f"model manifest {path} has id {manifest.id!r}; "
+            f"the file must be named {manifest.id}.toml"
+        )
     return manifest
 
 
 def load_manifests(folder: Path) -> dict[str, ModelManifest]:
     """All manifests in a folder, by id."""
     if not folder.is_dir():
-        raise ModelManifestError(f"model manifest folder {folder} does not exist",
-                                 hint="set [paths] manifests in the config to the project's models/ folder")
+        raise ModelManifestError(
+            f"model manifest folder {folder} does not exist",
+            hint="set [paths] manifests in the config to the project's models/ folder",
+        )
     return {m.id: m for m in (load_manifest(p) for p in sorted(folder.glob("*.toml")))}

@@ -1,1 +1,2 @@
-"""HTTP service of the kiosk (Starlette on uvicorn): /healthz, the ask endpoint and a one-page form."""
+"""HTTP service of the kiosk (Starlette on uvicorn): /healthz, the ask endpoint and a one-page
+form."""

@@ -1,10 +1,14 @@
-"""Admin endpoints under ``/v1/admin``, every one behind :class:`~runtime.server.security.AdminGuard`.
+"""Admin endpoints under ``/v1/admin``, every one behind
+:class:`~runtime.server.security.AdminGuard`.
 
 - ``GET  /v1/admin/packs``            active/previous pack, trust state, sync progress
-- ``POST /v1/admin/packs/upload``     body: a ``.kpack`` file (≤ ``[packs] max_pack_bytes``); verified and installed
+- ``POST /v1/admin/packs/upload``     body: a ``.kpack`` file (≤ ``[packs] max_pack_bytes``);
+                                      verified and installed
 - ``POST /v1/admin/packs/rollback``   make the previous pack active again
-- ``POST /v1/admin/packs/sync``       start one sync from the configured sources (runs in the background)
-- ``GET  /v1/admin/unanswered``       recent turns answered by the staff hand-off / refusal (from the audit log)
+- ``POST /v1/admin/packs/sync``       start one sync from the configured sources
+                                      (runs in the background)
+- ``GET  /v1/admin/unanswered``       recent turns answered by the staff hand-off / refusal
+                                      (from the audit log)
 - ``GET  /v1/admin/config``           the running configuration with secrets masked
 
 Pack work (verification, building the store) takes seconds to minutes: it runs in a

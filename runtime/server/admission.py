@@ -282,7 +282,8 @@ class FastPath:
         return ans
 
     def degraded(self, question: str, history: Sequence[Any], reason: str) -> Any:
-        """The best answer available without a worker: cache/FAQ (near match allowed), else the staff hand-off."""
+        """The best answer available without a worker: cache/FAQ (near match allowed), else the
+        staff hand-off."""
         p = self.pipeline
         if hasattr(p, "degraded_answer"):
             return p.degraded_answer(question, history, reason)
@@ -403,7 +404,8 @@ class Admission:
         self.stats = AdmissionStats()
 
     def estimated_finish_s(self) -> float:
-        """Seconds until a turn submitted now would finish: waves of ``workers`` ahead of it, plus its own."""
+        """Seconds until a turn submitted now would finish: waves of ``workers`` ahead of it,
+        plus its own."""
         waves = self.in_flight // self.workers + 1
         return waves * self.turn_s
 
@@ -437,7 +439,8 @@ class Admission:
             self._leave(time.monotonic() - t0)
 
     async def run(self, deadline: Deadline, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn(*args)`` in the pool; raise :class:`DeadlineMissed` if not done by the deadline."""
+        """Run ``fn(*args)`` in the pool; raise :class:`DeadlineMissed` if not done by the
+        deadline."""
         self._enter()
         self.stats.admitted += 1
         try:
@@ -565,7 +568,8 @@ class RateLimiter:
 
 
 def client_key(scope_client, headers) -> str:
-    """Rate-limit key: the bearer token when one is sent (many tablets behind one NAT), else the address."""
+    """Rate-limit key: the bearer token when one is sent (many tablets behind one NAT), else the
+    address."""
     from .security import bearer_token
 
     token = bearer_token(headers)

@@ -172,7 +172,10 @@ document.getElementById('f').addEventListener('submit', async (e) => {
       method: 'POST', headers: {'Content-Type': 'application/json'},
       body: JSON.stringify({question: q, history: history.slice(-6)})});
     const a = await r.json();
-    if (!r.ok) { out.textContent = (a.error && (a.error.message || a.error)) || ('error ' + r.status); return; }
+    if (!r.ok) {
+      out.textContent = (a.error && (a.error.message || a.error)) || ('error ' + r.status);
+      return;
+    }
     out.textContent = a.text;
     for (const s of a.sources) {
       const d = document.createElement('div'); d.className = 'src';

@@ -1,4 +1,5 @@
-"""Small helpers shared by the API modules: bounded JSON bodies, typed errors → HTTP responses, SSE framing."""
+"""Small helpers shared by the API modules: bounded JSON bodies, typed errors → HTTP responses,
+SSE framing."""
 
 from __future__ import annotations
 

@@ -98,7 +98,8 @@ class ServiceMetrics:
         self._refreshers.append(fn)
 
     def _child(self, metric, **labels):
-        """``metric.labels(...)`` cached: label lookup is most of a counter's cost on the fast path."""
+        """``metric.labels(...)`` cached: label lookup is most of a counter's cost on the fast
+        path."""
         key = (id(metric), *labels.values())
         child = self._children.get(key)
         if child is None:

@@ -229,7 +229,8 @@ class OpenAIRoutes:
                     question, history, deadline, channel="openai", client=client
                 ):
                     if kind != "done":
-                        continue  # unchecked partials are not sent to OpenAI clients (see module docstring)
+                        # unchecked partials are not sent to OpenAI clients (see module docstring)
+                        continue
                     for piece in _pieces(item.text):
                         yield chunk({"content": piece})
                     yield chunk({}, "stop", sources=_sources(item), kiosk=_kiosk(item, degraded))

@@ -163,7 +163,8 @@ def build_spec(version: str = "0") -> dict[str, Any]:
         "/openapi.json": _get("This description", _ok("OpenAPI 3 document")),
         "/v1/models": _get("Models (OpenAI-compatible)", _ok("model list")),
         "/v1/chat/completions": _post(
-            "Answer the last user message (OpenAI-compatible; stream=true: server-sent events ending in [DONE]); "
+            "Answer the last user message (OpenAI-compatible; "
+            "stream=true: server-sent events ending in [DONE]); "
             "extra fields: sources, kiosk",
             "ChatRequest",
             {
@@ -181,7 +182,8 @@ def build_spec(version: str = "0") -> dict[str, Any]:
             "Embed texts (OpenAI-compatible)", "EmbeddingRequest", _ok("embeddings")
         ),
         "/v1/kiosk/ask": _post(
-            "Answer a kiosk question: JSON, or with stream=true server-sent events sources/partial/replace/path/done",
+            "Answer a kiosk question: JSON, or with stream=true server-sent events "
+            "sources/partial/replace/path/done",
             "AskRequest",
             {
                 "200": {
@@ -261,7 +263,8 @@ def build_spec(version: str = "0") -> dict[str, Any]:
         "info": {
             "title": "kiosk-assistant",
             "version": version,
-            "description": "Offline kiosk answers with citations. WebSocket /v1/kiosk/voice is described in "
+            "description": "Offline kiosk answers with citations. "
+            "WebSocket /v1/kiosk/voice is described in "
             "docs/server.md (OpenAPI does not describe WebSockets).",
         },
         "paths": paths,

@@ -72,7 +72,8 @@ class SecurityPolicy:
 
 
 def is_loopback(client: tuple[str, int] | list | None) -> bool:
-    """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback. Unix sockets (no client address) count as local."""
+    """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback. Unix sockets (no client address) count
+    as local."""
     if not client:
         return True
     return _loopback_host(str(client[0]))
@@ -194,7 +195,8 @@ def error_payload(message: str, hint: str | None, kind: str) -> dict:
 
 
 class SecurityMiddleware:
-    """Pure ASGI middleware (no per-request task or body buffering): cheap enough for every request."""
+    """Pure ASGI middleware (no per-request task or body buffering): cheap enough for every
+    request."""
 
     def __init__(self, app, policy: SecurityPolicy, *, on_reject: Reject | None = None) -> None:
         self.app = app
@@ -242,7 +244,8 @@ class SecurityMiddleware:
                 403,
                 "bad_origin",
                 "cross-site request refused (Origin not allowed)",
-                "open the kiosk page from the kiosk itself, or add the origin to [server] cors_origins",
+                "open the kiosk page from the kiosk itself, "
+                "or add the origin to [server] cors_origins",
             )
         if not is_loopback(scope.get("client")):
             token = bearer_token(headers)

@@ -148,7 +148,8 @@ class TurnRunner:
         channel: str,
         client: str,
     ) -> AsyncIterator[tuple[str, Any, bool]]:
-        """Yields ("sources"|"partial"|"replace", event, degraded) and finally ("done", Answer, degraded)."""
+        """Yields ("sources"|"partial"|"replace", event, degraded) and finally ("done", Answer,
+        degraded)."""
         p = self.pipeline()
         fast = self._fast
         t0 = time.perf_counter()

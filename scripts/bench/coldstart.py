@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         rows["kiosk serve"].append(one_run(serve, args.timeout))
 
     print(
-        f"\n{'server':<28}{'listen s':>10}{'ready s':>10}{'CPU s':>8}{'RSS MB':>9}{'peak MB':>9}  runs"
+        f"\n{'server':<28}{'listen s':>10}{'ready s':>10}{'CPU s':>8}"
+        f"{'RSS MB':>9}{'peak MB':>9}  runs"
     )
     summary = {}
     for name, runs in rows.items():
@@ -200,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"\ntarget: ready ≤ {TARGET_S} s → {'met' if k['ready_s'] <= TARGET_S else 'NOT met'} "
             f"({k['ready_s']} s); resident ≤ {TARGET_RSS_MB:.0f} MB → "
-            f"{'met' if k['peak_rss_mb'] <= TARGET_RSS_MB else 'NOT met'} ({k['peak_rss_mb']} MB peak)"
+            f"{'met' if k['peak_rss_mb'] <= TARGET_RSS_MB else 'NOT met'} "
+            f"({k['peak_rss_mb']} MB peak)"
         )
         print(
             "placement:",

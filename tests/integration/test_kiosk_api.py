@@ -1,5 +1,6 @@
 """Kiosk endpoints on a real loopback server: SSE ask events, sessions, FAQ, speak, voice WebSocket,
-admin PIN lockout over HTTP, bad input (malformed JSON, wrong types, huge bodies) and healthz/metrics."""
+admin PIN lockout over HTTP, bad input (malformed JSON, wrong types, huge bodies) and
+healthz/metrics."""
 
 from __future__ import annotations
 
@@ -308,6 +309,7 @@ def test_app_factory_with_config_serves_the_full_service(tmp_path):
 def test_admin_pack_upload_status_rollback_and_unanswered(tmp_path):
     """Real signed packs (runtime.packs.sample.PackKit) uploaded over HTTP with the admin PIN."""
     from fakes import FakeEmbedder
+
     from runtime.packs.install import PackInstaller
     from runtime.packs.sample import PackKit
 
@@ -317,11 +319,17 @@ def test_admin_pack_upload_status_rollback_and_unanswered(tmp_path):
     cfg = make_config(tmp_path, admin_pin="2468")
     app = build_service_app(cfg, get_pipeline=lambda: pipeline, get_installer=lambda: installer)
     pin = {"x-admin-pin": "2468"}
-    with running_server(app, **uvicorn_options(cfg)) as url, httpx.Client(base_url=url, timeout=60) as c:
+    with (
+        running_server(app, **uvicorn_options(cfg)) as url,
+        httpx.Client(base_url=url, timeout=60) as c,
+    ):
         for v in (1, 2):
             body = kit.make(v, n_docs=3, chunks_per_doc=2).read_bytes()
-            r = c.post("/v1/admin/packs/upload", content=body,
-                       headers={**pin, "content-type": "application/octet-stream"})
+            r = c.post(
+                "/v1/admin/packs/upload",
+                content=body,
+                headers={**pin, "content-type": "application/octet-stream"},
+            )
             assert r.status_code == 200, r.text
             assert r.json()["installed"]["version"] == v
         assert c.get("/v1/admin/packs", headers=pin).json()["current"]["version"] == 2

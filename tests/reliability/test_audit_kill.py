@@ -1,4 +1,5 @@
-"""kill -9 while the audit log is writing: at most the turn in flight is lost, the log stays readable.
+"""kill -9 while the audit log is writing: at most the turn in flight is lost, the log stays
+readable.
 
 A child process writes turns one by one and prints each turn's number once ``record(wait=True)``
 returned (committed). The parent kills it with SIGKILL at a varying moment, then checks the file:
@@ -30,8 +31,9 @@ start = int(sys.argv[2])
 n = start
 while True:
     n += 1
-    ok = log.record(TurnRecord(question=f"question {n} from 13912345678", answer="answer " * 40, path="rag",
-                               trace_id=f"trace-{n}", sources=[{"quote": "passage " * 30}]), wait=True)
+    ok = log.record(TurnRecord(question=f"question {n} from 13912345678", answer="answer " * 40,
+                               path="rag", trace_id=f"trace-{n}",
+                               sources=[{"quote": "passage " * 30}]), wait=True)
     if not ok:
         raise SystemExit(3)
     sys.stdout.write(f"{n}\n")

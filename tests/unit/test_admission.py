@@ -1,4 +1,5 @@
-"""Admission control: bounded workers, deadlines, degraded fast answers, rate limits (429 + Retry-After)."""
+"""Admission control: bounded workers, deadlines, degraded fast answers, rate limits (429 +
+Retry-After)."""
 
 from __future__ import annotations
 
@@ -201,7 +202,8 @@ def test_turn_that_would_miss_its_deadline_is_answered_at_once_degraded(blocking
         )
         assert res.degraded and any("deadline" in n for n in res.answer.notes)
         assert runner.admission.in_flight == 1  # never queued: only the busy turn holds a slot
-        # With the worker idle, a turn is admitted even though the estimate is long (that is how it learns).
+        # With the worker idle, a turn is admitted even though the estimate is long
+        # (that is how it learns).
         blocking.release.set()
         await busy
         ok = await runner.answer(

@@ -158,7 +158,8 @@ def test_extractive_picks_the_sentence_with_the_question_terms():
     ex = best_extract("Is the hall open on Sundays?", passages)
     assert ex.passage_index == 1 and "closed all day on Sundays" in ex.text
     # Table rule lines and the header row (labels only) are not statements.
-    assert split_sentences("| Day | Hours |\n|---|---|\n| Mon | 13:00 |") == ["Mon | 13:00"]  # outer table pipes are not shown
+    # outer table pipes are not shown
+    assert split_sentences("| Day | Hours |\n|---|---|\n| Mon | 13:00 |") == ["Mon | 13:00"]
 
 
 def test_prompt_fences_passages_and_breaks_fences_inside_them():
@@ -264,8 +265,13 @@ def test_faq_slot_conflict_catches_one_word_that_changes_the_answer():
 
     assert slot_conflict("周一下午开门吗？", "周一上午开门吗？") == "part_of_day"
     assert slot_conflict("Is the hall open on Sundays?", "Is the hall open on Saturdays?") == "day"
-    assert slot_conflict("Can I register my car without an appointment?",
-                         "Do I need an appointment to register my car?") == "negation"
+    assert (
+        slot_conflict(
+            "Can I register my car without an appointment?",
+            "Do I need an appointment to register my car?",
+        )
+        == "negation"
+    )
     assert slot_conflict("Is window 312 open?", "Is window 101 open?") == "number"
     # a slot the question leaves open is no conflict; agreeing slots are none either
     assert slot_conflict("When are you open?", "Are you open on Sundays?") is None
@@ -276,26 +282,47 @@ def test_faq_near_match_is_confident_only_if_some_phrasing_agrees():
     from runtime.answer.faq import decide
     from runtime.knowledge.records import FaqHit
 
-    hit = FaqHit("en-hours-05", "Is the hall open on public holidays?", "No. Closed.", "en", 0.9, "vector")
+    hit = FaqHit(
+        "en-hours-05", "Is the hall open on public holidays?", "No. Closed.", "en", 0.9, "vector"
+    )
     other = FaqHit("en-hours-01", "What are your opening hours?", "...", "en", 0.7, "vector")
-    phrasings = {"en-hours-05": ("Are you open on Sundays?", "Is the hall open on public holidays?")}
+    phrasings = {
+        "en-hours-05": ("Are you open on Sundays?", "Is the hall open on public holidays?")
+    }
     # the best-scoring phrasing names holidays, another phrasing of the same entry names Sundays
-    assert decide([hit, other], question="Is the hall open on Sundays?",
-                  paraphrases=phrasings.__getitem__).hit is hit
-    assert decide([hit, other], question="Is the hall open on Saturdays?",
-                  paraphrases=phrasings.__getitem__).hit is None
+    assert (
+        decide(
+            [hit, other], question="Is the hall open on Sundays?", paraphrases=phrasings.__getitem__
+        ).hit
+        is hit
+    )
+    assert (
+        decide(
+            [hit, other],
+            question="Is the hall open on Saturdays?",
+            paraphrases=phrasings.__getitem__,
+        ).hit
+        is None
+    )
     assert decide([hit, other], question="Is the hall open on Saturdays?").hit is None
 
 
 def test_table_rows_are_quoted_whole_and_rows_about_something_else_lose():
     from runtime.answer.extractive import best_extract, split_sentences
 
-    table = ("| Facility | Hours |\n|---|---|\n"
-             "| Café (1F) | Monday to Friday 08:00–17:30; closed Saturdays and Sundays |\n")
-    assert split_sentences(table) == ["Café (1F) | Monday to Friday 08:00–17:30; closed Saturdays and Sundays"]
+    table = (
+        "| Facility | Hours |\n|---|---|\n"
+        "| Café (1F) | Monday to Friday 08:00–17:30; closed Saturdays and Sundays |\n"
+    )
+    assert split_sentences(table) == [
+        "Café (1F) | Monday to Friday 08:00–17:30; closed Saturdays and Sundays"
+    ]
     prose = "Sundays and public holidays\n\nThe hall is closed all day on Sundays."
-    facilities = "Hours of other facilities\n\n" + table.replace("Café (1F)", "Self-service zone (1F)").replace(
-        "Monday to Friday 08:00–17:30; closed Saturdays and Sundays", "24 hours, including Sundays")
+    facilities = "Hours of other facilities\n\n" + table.replace(
+        "Café (1F)", "Self-service zone (1F)"
+    ).replace(
+        "Monday to Friday 08:00–17:30; closed Saturdays and Sundays", "24 hours, including Sundays"
+    )
     got = best_extract("What are the opening hours on Sundays?", [prose, facilities])
     assert got is not None and got.passage_index == 0
     assert got.text == "The hall is closed all day on Sundays."

@@ -1,4 +1,5 @@
-"""Audit log: redaction before writing, WAL + full sync, retention, export, and PII canaries end to end."""
+"""Audit log: redaction before writing, WAL + full sync, retention, export, and PII canaries end
+to end."""
 
 from __future__ import annotations
 

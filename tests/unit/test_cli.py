@@ -13,8 +13,13 @@ def run_kiosk(*args: str, env: dict | None = None) -> subprocess.CompletedProces
     import os
 
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "runtime.cli", *args], capture_output=True, text=True,
-                          env=full_env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "runtime.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
+    )
 
 
 def test_help_lists_every_registered_command_that_exists(capsys):

@@ -29,7 +29,11 @@ def test_unknown_key_names_file_and_key(tmp_path):
     p = write(tmp_path, "[server]\nprot = 9000\n")
     with pytest.raises(ConfigError) as err:
         load_config(p, environ={})
-    assert str(p) in str(err.value) and "server.prot" in str(err.value) and "remove it" in str(err.value)
+    assert (
+        str(p) in str(err.value)
+        and "server.prot" in str(err.value)
+        and "remove it" in str(err.value)
+    )
 
 
 def test_wrong_type_and_range_say_what_is_allowed(tmp_path):
@@ -43,8 +47,14 @@ def test_wrong_type_and_range_say_what_is_allowed(tmp_path):
 
 def test_env_overrides_win_and_bad_env_is_named(tmp_path):
     p = write(tmp_path, "[server]\nport = 9000\n")
-    cfg = load_config(p, environ={"KIOSK_SERVER__PORT": "9100", "KIOSK_DEVICES__PREFERENCE": '["CPU"]',
-                                  "KIOSK_MODEL_CACHE": str(tmp_path / "mc")})
+    cfg = load_config(
+        p,
+        environ={
+            "KIOSK_SERVER__PORT": "9100",
+            "KIOSK_DEVICES__PREFERENCE": '["CPU"]',
+            "KIOSK_MODEL_CACHE": str(tmp_path / "mc"),
+        },
+    )
     assert cfg.server.port == 9100 and cfg.devices.preference == ["CPU"]
     assert cfg.paths.model_cache == tmp_path / "mc"
     with pytest.raises(ConfigError, match="KIOSK_SERVER__PORT__X does not name a config key"):
@@ -52,7 +62,10 @@ def test_env_overrides_win_and_bad_env_is_named(tmp_path):
     with pytest.raises(ConfigError, match="servr"):
         load_config(p, environ={"KIOSK_SERVR__PORT": "1"})
     # script variables without a double underscore are not config keys
-    assert load_config(p, environ={"KIOSK_REQUIRE_MODELS": "1", "KIOSK_VENV": "/x"}).server.port == 9000
+    assert (
+        load_config(p, environ={"KIOSK_REQUIRE_MODELS": "1", "KIOSK_VENV": "/x"}).server.port
+        == 9000
+    )
     with pytest.raises(ConfigError, match=r"KIOSK_\* environment"):
         load_config(p, environ={"KIOSK_SERVER__PORT": "many"})
 

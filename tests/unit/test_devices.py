@@ -12,29 +12,48 @@ from runtime.prepare.manifest import ModelManifest
 
 CPU_ONLY = Capabilities(backends=frozenset({"onnxruntime", "openvino"}), openvino_devices=("CPU",),
                         ort_providers=("CPUExecutionProvider",))
-NPU_BOX = Capabilities(backends=frozenset({"onnxruntime", "openvino"}),
-                       openvino_devices=("CPU", "GPU.0", "NPU"), ort_providers=("CPUExecutionProvider",))
-CUDA_BOX = Capabilities(backends=frozenset({"onnxruntime"}),
-                        ort_providers=("CUDAExecutionProvider", "CPUExecutionProvider"))
+NPU_BOX = Capabilities(
+    backends=frozenset({"onnxruntime", "openvino"}),
+    openvino_devices=("CPU", "GPU.0", "NPU"),
+    ort_providers=("CPUExecutionProvider",),
+)
+CUDA_BOX = Capabilities(
+    backends=frozenset({"onnxruntime"}),
+    ort_providers=("CUDAExecutionProvider", "CPUExecutionProvider"),
+)
 BOTH = {"onnx": "onnx-int8", "openvino": "openvino-int8"}
 DEFAULT_PREF = ["NPU", "GPU", "CPU"]
 
 
 def test_cpu_only_box_gets_cpu_candidates_in_backend_order():
     got = plan_placement(CPU_ONLY, task="embedding", variants=BOTH, preference=DEFAULT_PREF)
-    assert got == [Candidate("onnxruntime", "CPU", "onnx-int8"), Candidate("openvino", "CPU", "openvino-int8")]
+    assert got == [
+        Candidate("onnxruntime", "CPU", "onnx-int8"),
+        Candidate("openvino", "CPU", "openvino-int8"),
+    ]
 
 
 def test_npu_box_tries_npu_then_gpu_then_cpu():
     got = plan_placement(NPU_BOX, task="embedding", variants=BOTH, preference=DEFAULT_PREF)
     assert [(c.backend, c.device) for c in got] == [
-        ("openvino", "NPU"), ("openvino", "GPU"), ("onnxruntime", "CPU"), ("openvino", "CPU")]
+        ("openvino", "NPU"),
+        ("openvino", "GPU"),
+        ("onnxruntime", "CPU"),
+        ("openvino", "CPU"),
+    ]
 
 
 def test_cuda_is_reached_through_onnxruntime_only_when_its_variant_is_prepared():
-    assert [c.device for c in plan_placement(CUDA_BOX, task="embedding", variants=BOTH,
-                                             preference=DEFAULT_PREF)] == ["GPU", "CPU"]
-    assert plan_placement(CUDA_BOX, task="embedding", variants={"openvino": "x"}, preference=DEFAULT_PREF) == []
+    assert [
+        c.device
+        for c in plan_placement(CUDA_BOX, task="embedding", variants=BOTH, preference=DEFAULT_PREF)
+    ] == ["GPU", "CPU"]
+    assert (
+        plan_placement(
+            CUDA_BOX, task="embedding", variants={"openvino": "x"}, preference=DEFAULT_PREF
+        )
+        == []
+    )
 
 
 def test_preference_order_is_respected_and_cpu_is_always_last_resort():
@@ -43,30 +62,44 @@ def test_preference_order_is_respected_and_cpu_is_always_last_resort():
 
 
 def test_backend_pin_and_missing_backend():
-    got = plan_placement(NPU_BOX, task="embedding", variants=BOTH, preference=DEFAULT_PREF, backend="onnxruntime")
+    got = plan_placement(
+        NPU_BOX, task="embedding", variants=BOTH, preference=DEFAULT_PREF, backend="onnxruntime"
+    )
     assert {c.backend for c in got} == {"onnxruntime"}
     no_ov = Capabilities(backends=frozenset({"onnxruntime"}), openvino_devices=("CPU", "NPU"))
-    assert all(c.backend == "onnxruntime"
-               for c in plan_placement(no_ov, task="embedding", variants=BOTH, preference=DEFAULT_PREF))
+    assert all(
+        c.backend == "onnxruntime"
+        for c in plan_placement(no_ov, task="embedding", variants=BOTH, preference=DEFAULT_PREF)
+    )
 
 
 def test_unknown_device_and_backend_are_typed_errors():
     with pytest.raises(DeviceError, match="unknown device"):
         plan_placement(CPU_ONLY, task="embedding", variants=BOTH, preference=["TPU"])
     with pytest.raises(DeviceError, match="cannot run"):
-        plan_placement(CPU_ONLY, task="embedding", variants=BOTH, preference=["CPU"], backend="ctranslate2")
+        plan_placement(
+            CPU_ONLY, task="embedding", variants=BOTH, preference=["CPU"], backend="ctranslate2"
+        )
 
 
-MANIFEST = ModelManifest.model_validate({
-    "id": "fake", "task": "embedding", "license": "test",
-    "source": {"kind": "path", "path": "/nonexistent"},
-    "files": [{"name": "m.onnx", "parts": ["m.onnx"], "size": 1, "sha256": "0" * 64}],
-    "variants": [{"name": "v", "format": "onnx", "precision": "fp32", "recipe": "copy"}],
-})
+MANIFEST = ModelManifest.model_validate(
+    {
+        "id": "fake",
+        "task": "embedding",
+        "license": "test",
+        "source": {"kind": "path", "path": "/nonexistent"},
+        "files": [{"name": "m.onnx", "parts": ["m.onnx"], "size": 1, "sha256": "0" * 64}],
+        "variants": [{"name": "v", "format": "onnx", "precision": "fp32", "recipe": "copy"}],
+    }
+)
 
 
 def test_fallback_skips_a_device_that_fails_to_load_and_one_that_fails_its_smoke_test():
-    cands = [Candidate("openvino", "NPU", "v"), Candidate("openvino", "GPU", "v"), Candidate("onnxruntime", "CPU", "v")]
+    cands = [
+        Candidate("openvino", "NPU", "v"),
+        Candidate("openvino", "GPU", "v"),
+        Candidate("onnxruntime", "CPU", "v"),
+    ]
     closed = []
 
     class Runner:
@@ -88,8 +121,14 @@ def test_fallback_skips_a_device_that_fails_to_load_and_one_that_fails_its_smoke
     runner, placement = load_with_fallback(MANIFEST, cands, open_fn, smoke)
     assert runner.cand.device == "CPU"
     assert placement.chosen == cands[2]
-    assert [(a.candidate.device, a.ok) for a in placement.attempts] == [("NPU", False), ("GPU", False), ("CPU", True)]
-    assert "compile failed" in placement.attempts[0].error and "garbage" in placement.attempts[1].error
+    assert [(a.candidate.device, a.ok) for a in placement.attempts] == [
+        ("NPU", False),
+        ("GPU", False),
+        ("CPU", True),
+    ]
+    assert (
+        "compile failed" in placement.attempts[0].error and "garbage" in placement.attempts[1].error
+    )
     assert closed == ["GPU"]  # the runner that loaded but failed its smoke test was released
     assert placement.as_dict()["device"] == "CPU"
 
@@ -99,8 +138,12 @@ def test_no_working_device_is_a_device_error_listing_every_attempt():
         raise RuntimeError(f"broken on {cand.device}")
 
     with pytest.raises(DeviceError, match="broken on NPU.*broken on CPU"):
-        load_with_fallback(MANIFEST, [Candidate("openvino", "NPU", "v"), Candidate("onnxruntime", "CPU", "v")],
-                           open_fn, lambda r: None)
+        load_with_fallback(
+            MANIFEST,
+            [Candidate("openvino", "NPU", "v"), Candidate("onnxruntime", "CPU", "v")],
+            open_fn,
+            lambda r: None,
+        )
 
 
 def test_embedding_smoke_check_rejects_bad_output():

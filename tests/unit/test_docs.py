@@ -40,7 +40,9 @@ def test_readme_shows_every_command():
 
 def test_every_registered_command_module_exists():
     ctx = click.Context(cli)
-    assert sorted(cli.list_commands(ctx)) == sorted(COMMANDS), "a command in runtime/cli.py has no module"
+    assert sorted(cli.list_commands(ctx)) == sorted(COMMANDS), (
+        "a command in runtime/cli.py has no module"
+    )
 
 
 def test_readme_opens_with_the_two_setup_commands():

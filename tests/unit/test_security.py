@@ -1,4 +1,5 @@
-"""Security middleware and admin guard: Host/Origin (DNS rebinding), bearer tokens, body caps, PIN lockout."""
+"""Security middleware and admin guard: Host/Origin (DNS rebinding), bearer tokens, body caps,
+PIN lockout."""
 
 from __future__ import annotations
 
