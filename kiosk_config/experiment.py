@@ -46,7 +46,7 @@ class GeneratorSettings(Section):
     model: str = "auto"
     backend: Literal["auto", "openvino", "onnxruntime-genai"] = "auto"
     prompt: str = "plain"
-    context_passages: int = Field(default=2, ge=0, le=10)  # 0: only the quoted sentences
+    context_passages: int = Field(default=0, ge=0, le=10)  # 0: only the quoted sentences
     max_tokens: int = Field(default=128, ge=1, le=2048)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
 

@@ -70,7 +70,7 @@ class PipelineSettings:
     top_k: int = 5
     mode: str = "hybrid"
     rrf_k: int = 60
-    context_passages: int = 2  # 0: only the quoted sentences
+    context_passages: int = 0  # 0: only the quoted sentences; N: the N best passages
     prompt_style: str = "plain"
     max_tokens: int = 128
     temperature: float = 0.0

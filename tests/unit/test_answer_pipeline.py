@@ -60,7 +60,7 @@ def test_every_answer_records_path_sources_experiment_timings_and_trace(store):
 
 def test_generated_answer_is_checked_and_cited_by_the_pipeline(store):
     gen = FakeGenerator(quote_reply)
-    a = make(store, gen).answer("Is the hall open on Sundays?")
+    a = make(store, gen, context_passages=2).answer("Is the hall open on Sundays?")
     assert a.path == "rag", a.notes
     assert a.text == "The hall is closed all day on Sundays and on public holidays."
     assert a.sources and a.sources[0].quote  # the quoted source passage always comes with it
