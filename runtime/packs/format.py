@@ -36,6 +36,7 @@ import msgpack
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from runtime import bounded_msgpack
 from runtime.errors import PackFormatError, PackIntegrityError, PackSignatureError
 
 PACK_MAGIC = b"KPACK\x00\x01\x00"
@@ -178,54 +179,24 @@ def unpack_limited(
     max_str: int = MAX_TEXT,
     max_depth: int = MAX_DEPTH,
 ) -> Any:
-    """msgpack.unpackb with every size limit set, then a nesting-depth check.
-
-    msgpack's C unpacker refuses declared lengths above the limits before allocating,
-    and its parse stack is fixed-size (a deep nest fails with StackError, not a crash).
-    """
-    try:
-        obj = msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-            use_list=True,
-            max_str_len=max_str,
-            max_bin_len=max_bin,
-            max_array_len=max_items,
-            max_map_len=max_items,
-            max_ext_len=0,
-        )
-    except (
-        ValueError,
-        msgpack.exceptions.ExtraData,
-        msgpack.exceptions.StackError,
-        msgpack.exceptions.FormatError,
-        TypeError,
-        UnicodeDecodeError,
-    ) as exc:
-        raise PackFormatError(
-            f"{what}: invalid or over-limit msgpack ({type(exc).__name__}: {str(exc)[:120]})",
-            hint="the file is corrupt or hostile; get a fresh copy from the publisher",
-        ) from None
-    check_depth(obj, max_depth, what)
-    return obj
+    """A pack's msgpack decoded under every limit (runtime/bounded_msgpack.py)."""
+    return bounded_msgpack.unpack_limited(
+        data,
+        what=what,
+        max_bin=max_bin,
+        max_items=max_items,
+        max_str=max_str,
+        max_depth=max_depth,
+        error=PackFormatError,
+        hint="the file is corrupt or hostile; get a fresh copy from the publisher",
+    )
 
 
 def check_depth(obj: Any, max_depth: int, what: str) -> None:
     """Iterative (no recursion) nesting check."""
-    stack: list[tuple[Any, int]] = [(obj, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (list, dict)):
-            if depth > max_depth:
-                raise PackFormatError(
-                    f"{what}: nested deeper than {max_depth} levels",
-                    hint="the file is corrupt or hostile",
-                )
-            children = item.values() if isinstance(item, dict) else item
-            for child in children:
-                if isinstance(child, (list, dict)):
-                    stack.append((child, depth + 1))
+    bounded_msgpack.check_depth(
+        obj, max_depth, what, error=PackFormatError, hint="the file is corrupt or hostile"
+    )
 
 
 def pack_obj(obj: Any) -> bytes:

@@ -26,6 +26,7 @@ import threading
 
 import msgpack
 
+from runtime.bounded_msgpack import unpack_limited
 from runtime.errors import WorkerProtocolError
 
 HEADER = struct.Struct(">I")
@@ -65,22 +66,16 @@ def encode(frame: dict) -> bytes:
 
 def decode(body: bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> dict:
     """One frame body → a checked dict. Raises WorkerProtocolError on anything else."""
-    try:
-        frame = msgpack.unpackb(
-            body,
-            raw=False,
-            strict_map_key=True,
-            max_str_len=max_bytes,
-            max_bin_len=max_bytes,
-            max_array_len=MAX_ITEMS,
-            max_map_len=MAX_ITEMS,
-            max_ext_len=0,
-        )
-    except Exception as exc:  # noqa: BLE001 - msgpack raises ValueError, ExtraData, StackError, ...
-        raise WorkerProtocolError(
-            f"undecodable frame from the generator worker ({type(exc).__name__}: {str(exc)[:120]})",
-            hint="the worker is restarted; if it repeats, prepare the model again",
-        ) from None
+    frame = unpack_limited(
+        body,
+        what="frame from the generator worker",
+        max_bin=max_bytes,
+        max_items=MAX_ITEMS,
+        max_str=max_bytes,
+        max_depth=4,  # frames are maps holding lists (stop strings) and small maps (describe)
+        error=WorkerProtocolError,
+        hint="the worker is restarted; if it repeats, prepare the model again",
+    )
     if not isinstance(frame, dict) or frame.get("t") not in SCHEMA:
         kind = frame.get("t") if isinstance(frame, dict) else type(frame).__name__
         raise WorkerProtocolError(
