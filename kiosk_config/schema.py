@@ -291,6 +291,18 @@ class AnswerSection(Section):
     )
     claim_check: bool = True
     cache_size: int = Field(default=512, ge=0, le=100_000)
+    # The relevance gate (docs/answers.md, "Relevance gate"): answer from retrieval when the
+    # best passage's cosine, or the share of question words in the quote, or the two summed
+    # reach these; a topic word the knowledge never uses requires the sum to reach the last.
+    min_similarity: float = Field(default=0.45, ge=0.0, le=1.01)
+    min_overlap: float = Field(default=0.5, ge=0.0, le=1.01)
+    min_combined: float = Field(default=0.7, ge=0.0, le=2.01)
+    min_combined_unknown: float = Field(
+        default=0.85,
+        ge=0.0,
+        le=2.01,
+        description="lower: fewer answerable questions refused, more uncovered ones answered",
+    )
 
 
 class GenerationSection(Section):

@@ -311,3 +311,13 @@ def test_context_of_only_the_quoted_sentences_makes_a_shorter_prompt(store):
         quote = a.sources[0].quote
     assert len(prompts[0]) < len(prompts[2])
     assert " ".join(quote.split()) in prompts[0]
+
+
+def test_relevance_gate_settings_come_from_the_answer_config(monkeypatch):
+    """An operator trades refusals for answers in [answer], not in code."""
+    from kiosk_config.loader import load_config
+
+    monkeypatch.setenv("KIOSK_ANSWER__MIN_COMBINED_UNKNOWN", "0.6")
+    monkeypatch.setenv("KIOSK_ANSWER__MIN_SIMILARITY", "0.5")
+    s = PipelineSettings.from_config(load_config(None))
+    assert (s.min_combined_unknown, s.min_similarity, s.min_overlap) == (0.6, 0.5, 0.5)
