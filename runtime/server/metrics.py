@@ -35,6 +35,9 @@ _BUCKETS = (
 BREAKER_STATES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
 
 
+WORKER_STATES = ("starting", "ready", "restarting", "failed", "stopped")
+
+
 class ServiceMetrics:
     CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -90,6 +93,22 @@ class ServiceMetrics:
             ["pack"],
             registry=r,
         )
+        self.worker_state = Gauge(
+            "kiosk_generator_worker_state",
+            "Generator worker process state (1 for the current one)",
+            ["state"],
+            registry=r,
+        )
+        self.worker_restarts = Gauge(
+            "kiosk_generator_worker_restarts",
+            "Restarts of the generator worker process since the server started",
+            registry=r,
+        )
+        self.worker_rss = Gauge(
+            "kiosk_generator_worker_rss_bytes",
+            "Resident memory of the generator worker process",
+            registry=r,
+        )
         self._refreshers: list[Callable[[], None]] = []
         self._children: dict[tuple, object] = {}
 
@@ -126,6 +145,14 @@ class ServiceMetrics:
         for name, snap in (snapshot or {}).items():
             state = snap.get("state") if isinstance(snap, dict) else snap
             self.breaker_state.labels(breaker=str(name)).set(BREAKER_STATES.get(str(state), -1))
+
+    def set_worker(self, status: dict) -> None:
+        """Mirror ``ProcessGenerator.status()`` (runtime/workers/supervisor.py)."""
+        current = str(status.get("state", "unknown"))
+        for state in WORKER_STATES:
+            self.worker_state.labels(state=state).set(1 if state == current else 0)
+        self.worker_restarts.set(float(status.get("restarts") or 0))
+        self.worker_rss.set(float(status.get("rss_mb") or 0) * 1024 * 1024)
 
     def render(self) -> bytes:
         for fn in self._refreshers:

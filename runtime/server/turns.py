@@ -61,6 +61,9 @@ class TurnRunner:
         p = self.get_pipeline()
         if p is not None and hasattr(p, "breakers"):
             self.metrics.set_breakers({n: b.snapshot() for n, b in p.breakers.items()})
+        status = getattr(getattr(p, "generator", None), "status", None)
+        if callable(status):  # the generator runs in a worker process
+            self.metrics.set_worker(status())
 
     def pipeline(self) -> Any:
         p = self.get_pipeline()

@@ -291,6 +291,21 @@ def test_queue_depth_gauge_and_breakers_in_metrics(tmp_path):
     assert 'kiosk_breaker_state{breaker="generator"} 0.0' in text
 
 
+def test_generator_worker_state_in_metrics(tmp_path):
+    p = make_pipeline(tmp_path)
+
+    class _Worker:  # what ProcessGenerator.status() reports (runtime/workers/supervisor.py)
+        def status(self):
+            return {"state": "restarting", "restarts": 2, "rss_mb": 10.0}
+
+    p.generator = _Worker()
+    text = _runner(p).metrics.render().decode()
+    assert 'kiosk_generator_worker_state{state="restarting"} 1.0' in text
+    assert 'kiosk_generator_worker_state{state="ready"} 0.0' in text
+    assert "kiosk_generator_worker_restarts 2.0" in text
+    assert "kiosk_generator_worker_rss_bytes 1.048576e+07" in text
+
+
 class _BrokenPipeline:
     """A pipeline whose slow path crashes (a bug, a dead backend): visitors still get an answer."""
 
