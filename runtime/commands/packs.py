@@ -33,14 +33,37 @@ def _progress_bar():
     return bar, report
 
 
-def _installer(ctx: click.Context):
+def _installer(ctx: click.Context, *, vector_check: bool = False):
+    """The kiosk's installer; with ``vector_check`` it also embeds each pack's smoke
+    questions with this kiosk's own embedder and refuses vectors from another model."""
     from runtime.packs.binding import binding_for_config
     from runtime.packs.install import PackInstaller, packs_dir_for, settings_from_config
 
     cfg = get_config(ctx)
-    return cfg, PackInstaller(
-        packs_dir_for(cfg), settings_from_config(cfg, binding_for_config(cfg))
-    )
+    settings = settings_from_config(cfg, binding_for_config(cfg))
+    if vector_check:
+        from runtime.errors import KioskError
+        from runtime.inference.loader import load_embedder
+
+        try:
+            settings.embedder = load_embedder(cfg)
+        except KioskError as exc:
+            click.secho(
+                f"note: vector check skipped ({exc.message}); run `kiosk models prepare` "
+                "to check that the pack's vectors come from this kiosk's embedder",
+                fg="yellow",
+                err=True,
+            )
+    return cfg, PackInstaller(packs_dir_for(cfg), settings)
+
+
+_VECTOR_CHECK = click.option(
+    "--vector-check/--no-vector-check",
+    default=True,
+    show_default=True,
+    help="Embed the pack's smoke questions with this kiosk's embedder and refuse vectors "
+    "from another model (needs the prepared embedder).",
+)
 
 
 @click.group()
@@ -259,10 +282,11 @@ def verify(ctx: click.Context, path: Path) -> None:
 
 @pack.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_VECTOR_CHECK
 @click.pass_context
-def install(ctx: click.Context, path: Path) -> None:
+def install(ctx: click.Context, path: Path, vector_check: bool) -> None:
     """Verify PATH, build its knowledge base, check it, and make it active (the old one is kept)."""
-    _, inst = _installer(ctx)
+    _, inst = _installer(ctx, vector_check=vector_check)
     bar, report = _progress_bar()
     with bar:
         r = inst.install_file(path, report)
@@ -315,12 +339,13 @@ def rollback(ctx: click.Context) -> None:
     "--usb", type=click.Path(file_okay=False, path_type=Path), help="Sync from this folder only."
 )
 @click.option("--url", help="Sync from this channel URL only.")
+@_VECTOR_CHECK
 @click.pass_context
-def sync(ctx: click.Context, usb: Path | None, url: str | None) -> None:
+def sync(ctx: click.Context, usb: Path | None, url: str | None, vector_check: bool) -> None:
     """Fetch and install the newest pack from the configured channel and/or USB folder, once."""
     from runtime.packs.sync import SyncService, sources_from_config
 
-    cfg, inst = _installer(ctx)
+    cfg, inst = _installer(ctx, vector_check=vector_check)
     bar, report = _progress_bar()
     svc = SyncService(inst, [], progress=report)
     sources = []

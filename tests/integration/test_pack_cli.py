@@ -44,6 +44,8 @@ def run(conf, *args) -> int:
 
 
 def test_cli_inspect_verify_install_list_rollback_publish_sync(setup, tmp_path, capsys):
+    """The sample packs carry fake vectors under the real model's binding, so the live vector
+    check is off here; the next test shows it refusing them."""
     conf, kit = setup
     v1, v2 = kit.make(1, title="Hall v1"), kit.make(2, tag="b")
     assert run(conf, "pack", "inspect", str(v1)) == 0
@@ -54,11 +56,11 @@ def test_cli_inspect_verify_install_list_rollback_publish_sync(setup, tmp_path, 
 
     assert run(conf, "pack", "verify", str(v1)) == 0
     assert "would be accepted" in capsys.readouterr().out
-    assert run(conf, "pack", "install", str(v1)) == 0
+    assert run(conf, "pack", "install", "--no-vector-check", str(v1)) == 0
     assert "installed demo v1" in capsys.readouterr().out
-    assert run(conf, "pack", "install", str(v1)) == 2
+    assert run(conf, "pack", "install", "--no-vector-check", str(v1)) == 2
     assert "already the active pack" in capsys.readouterr().err
-    assert run(conf, "pack", "install", str(v2)) == 0
+    assert run(conf, "pack", "install", "--no-vector-check", str(v2)) == 0
     assert "(previous: v1)" in capsys.readouterr().out
     assert run(conf, "pack", "list") == 0
     out = capsys.readouterr().out
@@ -99,9 +101,9 @@ def test_cli_inspect_verify_install_list_rollback_publish_sync(setup, tmp_path, 
     capsys.readouterr()
     (tmp_path / "stick").mkdir()
     (tmp_path / "stick" / "demo-v3.kpack").write_bytes(v3.read_bytes())
-    assert run(conf, "sync") == 0
+    assert run(conf, "sync", "--no-vector-check") == 0
     assert "usb: installed demo v3" in capsys.readouterr().out
-    assert run(conf, "sync") == 0
+    assert run(conf, "sync", "--no-vector-check") == 0
     assert "usb: up to date" in capsys.readouterr().out
 
 
@@ -129,3 +131,17 @@ def test_cli_keylist(setup, tmp_path, capsys):
     from runtime.packs.signing import read_key_list
 
     assert read_key_list(out.read_bytes(), {bytes(kit.key.verify_key)})["keys"] == [new_pub]
+
+
+@pytest.mark.real_models
+def test_cli_install_refuses_vectors_from_another_model(setup, capsys):
+    """By default `kiosk pack install` and `kiosk sync` embed the pack's smoke questions with
+    the kiosk's own embedder: a signed pack whose binding names the kiosk's model but whose
+    vectors came from elsewhere is refused and nothing is installed."""
+    conf, kit = setup
+    v1 = kit.make(1)
+    assert run(conf, "pack", "install", str(v1)) == 2
+    err = capsys.readouterr().err
+    assert "not made by this kiosk's embedder" in err and "rebuild the pack" in err
+    assert run(conf, "pack", "list") == 0
+    assert "current   demo" not in capsys.readouterr().out
