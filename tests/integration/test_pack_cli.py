@@ -14,8 +14,12 @@ from runtime.packs.signing import load_private_key
 
 
 @pytest.fixture
-def setup(tmp_path, capsys):
+def setup(tmp_path, capsys, monkeypatch):
     from kiosk_config import load_config
+
+    # scripts/test.sh exports one KIOSK_DATA_DIR for the whole run, and the environment wins
+    # over the config file: each test gets its own kiosk (trust state, active pack).
+    monkeypatch.setenv("KIOSK_DATA_DIR", str(tmp_path / "data"))
 
     assert main(["pack", "keygen", str(tmp_path / "keys" / "pub.key")]) == 0
     pub = (tmp_path / "keys" / "pub.key.pub").read_text().strip()
