@@ -244,7 +244,8 @@ class SpeechSection(Section):
     speculate_ms: int = Field(default=128, ge=0, le=5000)  # start the final decode early (0: off)
     # Streaming finals are redone the reference way only below this (files: escalate_logprob).
     stream_escalate_logprob: float = Field(default=-0.5, ge=-10.0, le=0.0)
-    partial_interval_ms: int = Field(default=800, ge=200, le=10_000)
+    # 1200: a partial decode still running when speech ends delays the final (docs/speech.md)
+    partial_interval_ms: int = Field(default=1200, ge=200, le=10_000)
     max_utterance_seconds: float = Field(default=15.0, gt=0, le=120)
     max_session_seconds: float = Field(default=120.0, gt=0, le=3600)
     max_input_rate: float = Field(default=2.0, ge=1.0, le=100.0)  # × real time, after the burst

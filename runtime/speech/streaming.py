@@ -54,7 +54,7 @@ class StreamSettings:
 
     threshold: float = 0.5
     endpoint_silence_ms: int = 500
-    partial_interval_ms: int = 800
+    partial_interval_ms: int = 1200
     partials: bool = True
     min_speech_ms: int = 160  # shorter bursts (a tap, a cough) are dropped, not transcribed
     pre_roll_ms: int = 256
