@@ -9,7 +9,7 @@ from dataclasses import asdict, is_dataclass
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 
 from runtime.errors import KioskError, RateLimitedError, RequestRejectedError
 
@@ -171,6 +171,16 @@ class FastJSONResponse(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return dumps(content)
+
+
+# Headers of every server-sent-event response: no caching, and no buffering in a reverse
+# proxy (nginx would otherwise hold partial answers back until the stream ends).
+SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+
+
+def sse_response(events) -> StreamingResponse:
+    """A server-sent-event stream of ``events`` (an async iterator of :func:`sse` frames)."""
+    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 def sse(data: Any, event: str | None = None) -> bytes:

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 from runtime.errors import KioskError
 
-from .common import dumps, parse_json_object, sse
+from .common import SSE_HEADERS, dumps, parse_json_object, sse
 from .kiosk_api import MAX_QUESTION_CHARS, RATE_CHECKED, answer_json
 from .security import HEADERS_KEY, is_loopback
 
 PATH = "/v1/kiosk/ask"
-_SSE_HEADERS = [
-    (b"cache-control", b"no-store"),
+_SSE_HEADERS = [(k.lower().encode(), v.encode()) for k, v in SSE_HEADERS.items()] + [
     (b"content-type", b"text/event-stream; charset=utf-8"),
 ]
 _JSON_HEADERS = [(b"content-type", b"application/json")]

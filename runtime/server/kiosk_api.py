@@ -29,13 +29,14 @@ from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from runtime.errors import KioskError
 
 from .common import (
+    SSE_HEADERS,
     FastJSONResponse,
     answer_dict,
     busy_response,
@@ -44,6 +45,7 @@ from .common import (
     reject,
     source_dict,
     sse,
+    sse_response,
     str_field,
 )
 from .security import is_loopback
@@ -200,9 +202,7 @@ class KioskRoutes:
             body = sse({"path": hit.path, "degraded": False}, "path") + sse(
                 answer_json(hit, False), "done"
             )
-            return Response(
-                body, media_type="text/event-stream", headers={"Cache-Control": "no-store"}
-            )
+            return Response(body, media_type="text/event-stream", headers=SSE_HEADERS)
 
         async def events():
             m = self.turns.metrics
@@ -228,11 +228,7 @@ class KioskRoutes:
             finally:
                 m.sse_sessions.dec()
 
-        return StreamingResponse(
-            events(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
+        return sse_response(events())
 
     async def faq(self, request: Request):
         """The static FAQ entries, optionally for one language."""

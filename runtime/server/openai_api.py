@@ -23,12 +23,13 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from runtime.errors import KioskError
 
 from .common import (
+    SSE_HEADERS,
     FastJSONResponse,
     busy_response,
     error_response,
@@ -36,6 +37,7 @@ from .common import (
     reject,
     source_dict,
     sse,
+    sse_response,
 )
 from .turns import TurnRunner
 
@@ -217,7 +219,7 @@ class OpenAIRoutes:
             return Response(
                 b"".join(parts),
                 media_type="text/event-stream",
-                headers={"Cache-Control": "no-store"},
+                headers=SSE_HEADERS,
             )
 
         async def events():
@@ -238,11 +240,7 @@ class OpenAIRoutes:
             finally:
                 metrics.sse_sessions.dec()
 
-        return StreamingResponse(
-            events(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
+        return sse_response(events())
 
     async def embeddings(self, request: Request):
         """Embed ``input`` (a string or a list of strings) with the kiosk's embedding model."""
