@@ -49,6 +49,7 @@ from .static_faq import StaticFaq
 from .types import Answer, AnswerEvent, Source, Turn
 from .verdict import with_yes_no, yes_no
 from .vocabulary import unknown_content_terms
+from .vocabulary import warm as warm_vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +200,9 @@ class _Timer:
         return dict(self.stages)
 
 
+WARM_VOCABULARY_AFTER_S = 10.0
+
+
 def _source_from_hit(n: int, hit: Hit, quote: str | None = None) -> Source:
     c = hit.citation
     return Source(
@@ -307,6 +311,12 @@ class AnswerPipeline:
         from runtime.knowledge.text import query_terms
 
         query_terms("周六几点开门 opening hours", "jieba")
+        # The relevance gate's part-of-speech tables (0.3 s): loaded once start-up is over
+        # (loading them during it added 0.7 s to `kiosk serve` → /healthz 200), not on the
+        # first visitor's question.
+        timer = threading.Timer(WARM_VOCABULARY_AFTER_S, warm_vocabulary)
+        timer.daemon = True
+        timer.start()
         try:
             vectors = self._embed(["周六几点开门？", "When do you open on Saturday?"], [])
             if self.store is not None:

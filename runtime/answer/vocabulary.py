@@ -55,6 +55,15 @@ def _is_topic(term: str) -> bool:
     return len(tags) == 1 and tags[0] in _ZH_TOPIC_TAGS
 
 
+def warm() -> None:
+    """Load jieba's part-of-speech tables (about 0.3 s) and the English stemmer now, not on
+    the first visitor's question."""
+    from .extractive import terms
+
+    _is_topic("图书馆")
+    terms("opening hours")
+
+
 def unknown_content_terms(store, question: str) -> list[str]:
     """Topic words of ``question`` that occur nowhere in ``store`` (empty if it can't tell)."""
     finder = getattr(store, "unknown_terms", None)
