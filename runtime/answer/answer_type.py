@@ -68,3 +68,23 @@ def states(sentence: str, kind: str | None) -> bool:
     if kind is None:
         return False
     return _STATES[kind].search(normalize(sentence)) is not None
+
+
+# Stems (English, as extractive.terms gives them) and Chinese words that only say which kind
+# of answer is wanted ("what time", "how many days", "多少钱"): a sentence that states an
+# answer of that kind covers them, though it seldom repeats them ("Thursday | 08:30–20:00").
+_ASKING_WORDS = {
+    "money": frozenset(
+        "cost fee price charg pay much 多少 多少钱 钱 费用 收费 多少元 交多少 付多少".split()
+    ),
+    "place": frozenset(
+        "where window floor counter desk room level 哪里 哪儿 几楼 哪个 在哪".split()
+    ),
+    "time": frozenset("time hour when late earli 几点 时间 什么 时候 什么时候 何时".split()),
+    "number": frozenset("mani long day 多少 几个 几天 多长 多久 多长时间 长时间 时间".split()),
+}
+
+
+def asking_words(kind: str | None) -> frozenset[str]:
+    """The question's words that ask for an answer of ``kind`` rather than name its subject."""
+    return _ASKING_WORDS.get(kind or "", frozenset())

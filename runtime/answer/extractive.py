@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from runtime.knowledge.text import normalize, query_terms
 
-from .answer_type import answer_type, states
+from .answer_type import answer_type, asking_words, states
+from .days import day_set
 
 _SENT_END = re.compile(r"(?<=[。！？；!?;])|(?<=[.])(?=\s)|\n+")
 _TABLE_RULE = re.compile(r"^\|?\s*:?-{2,}")
@@ -30,6 +31,7 @@ _COST_Q = re.compile(
 _MARKUP = re.compile(r"\*\*|__|`")  # Markdown emphasis/code markers: not shown to visitors
 MAX_QUOTE_CHARS = 400
 ROW_OFF_SUBJECT = 0.5  # weight of a table row whose label the question does not name
+OTHER_DAY = 0.5  # weight of a sentence about other days than the one asked about
 # A sentence stating the kind of answer asked for (docs/answers.md); an amount for "how much"
 # keeps the weight the earlier number + money bonuses had together (0.1 + 0.25).
 TYPE_BONUS = {"money": 0.35, "place": 0.15, "time": 0.15, "number": 0.15}
@@ -95,7 +97,7 @@ def _stemmer():
 
 
 @functools.lru_cache(maxsize=65536)
-def _stem(word: str) -> str:
+def stem(word: str) -> str:
     """English Snowball stem ("thursdays" → "thursday", "closes" → "close"), as FTS5's porter
     tokenizer matches; other words pass unchanged."""
     return _stemmer().stemWord(word) if word.isascii() and len(word) > 3 else word
@@ -103,23 +105,37 @@ def _stem(word: str) -> str:
 
 def terms(text: str) -> set[str]:
     """Content terms of a text (stopwords dropped), normalised; English words stemmed."""
-    return {_stem(t) for t in query_terms(text, "jieba") if len(t) > 1 or not t.isascii()}
+    return {stem(t) for t in query_terms(text, "jieba") if len(t) > 1 or not t.isascii()}
 
 
 @functools.lru_cache(maxsize=8192)
 def _indexed(sentence: str) -> tuple[str, frozenset[str]]:
     """A sentence's normalised text and the stems of its English words."""
     norm = normalize(sentence)
-    return norm, frozenset(_stem(w) for w in _ASCII_WORD.findall(norm))
+    return norm, frozenset(stem(w) for w in _ASCII_WORD.findall(norm))
+
+
+@functools.lru_cache(maxsize=4096)
+def _abbreviation(term: str) -> re.Pattern[str] | None:
+    """Chinese abbreviations keep the first characters of a longer name in order: 社保卡 is
+    社会保障卡, 医保 is 医疗保险. A term of three or more characters also matches its
+    characters in order with at most one character between each pair."""
+    if len(term) < 3 or not all(_CJK.match(ch) for ch in term):
+        return None
+    return re.compile("[^\\W\\d_]?".join(re.escape(ch) for ch in term))
 
 
 def contains(sentence: str, term: str) -> bool:
     """Whether ``term`` (from :func:`terms`) occurs in ``sentence``: English by stem, as a
-    whole word; Chinese as a substring (no spaces between Chinese words)."""
+    whole word; Chinese as a substring (no spaces between Chinese words) or as the
+    abbreviation of a longer name in it."""
     norm, stems = _indexed(sentence)
     if term.isascii() and term.isalnum():
         return term in stems
-    return term in norm
+    if term in norm:
+        return True
+    rx = _abbreviation(term)
+    return rx is not None and rx.search(norm) is not None
 
 
 def overlap(question_terms: set[str], sentence: str) -> float:
@@ -190,6 +206,7 @@ def best_extract(
             sims = dict(zip(everything, similarity(everything), strict=True))
         except Exception:  # noqa: BLE001 - meaning is a bonus; lexical scores still work
             sims = {}
+    asked_days = day_set(focus) or day_set(question)
     best: Extract | None = None
     for i, sentences in enumerate(per_passage):
         scored = [
@@ -214,6 +231,13 @@ def best_extract(
             else sc
             for sc, s in zip(scored, sentences, strict=True)
         ]
+        # "Thursday" asked: a sentence about Mondays answers another question, one about
+        # "Monday to Friday" covers it (ranges expanded, days.py).
+        if asked_days:
+            scored = [
+                sc * OTHER_DAY if (d := day_set(s)) and not (d & asked_days) else sc
+                for sc, s in zip(scored, sentences, strict=True)
+            ]
         scored = [
             (sc - 0.001 * n, n, s) for n, (sc, s) in enumerate(zip(scored, sentences, strict=True))
         ]
@@ -234,3 +258,20 @@ def best_extract(
             i, text, max(0.0, top), overlap(terms(question), scored[0][2]), quoted
         )
     return best
+
+
+def support(question: str, quote: str, context: str = "") -> float:
+    """Share of the question's content terms that the quote, read in its ``context`` (the
+    document title and section heading it sits under), covers (0..1), for the relevance gate.
+
+    A row "Thursday | 08:30–20:00" under "Opening hours" of "The service hall" answers
+    "what time does the hall close on Thursdays?": "hall" is in the title, and the words
+    that only ask for a time ("time", "when", "几点") are covered by any clock time.
+    """
+    asked = terms(question)
+    if not asked:
+        return 0.0
+    kind = answer_type(question)
+    typed = asking_words(kind) if states(quote, kind) else frozenset()
+    text = f"{context} {quote}"
+    return sum(1 for t in asked if t in typed or contains(text, t)) / len(asked)

@@ -39,7 +39,7 @@ from . import faq as faq_mod
 from .breaker import CircuitBreaker
 from .cache import AnswerCache
 from .check import check_answer
-from .extractive import best_extract, overlap, terms
+from .extractive import best_extract, overlap, support, terms
 from .guard import looks_like_injection
 from .languages import answer_language, question_language
 from .normalize import MAX_QUESTION_CHARS, clean_question, question_key
@@ -661,13 +661,15 @@ class AnswerPipeline:
         except Exception as exc:  # noqa: BLE001 - the gate still works on similarity and overlap
             notes.append(f"vocabulary check failed: {type(exc).__name__}")
             unknown = []
+        cite = hits[extract.passage_index].citation
+        coverage = support(question, extract.text, cite.section)
         if unknown:
             # A topic word the knowledge never uses: only strong evidence together will do.
             notes.append(f"words the knowledge does not use: {', '.join(unknown[:5])}")
-            return best_sim + extract.coverage >= s.min_combined_unknown
-        if best_sim >= s.min_similarity or extract.coverage >= s.min_overlap:
+            return best_sim + coverage >= s.min_combined_unknown
+        if best_sim >= s.min_similarity or coverage >= s.min_overlap:
             return True
-        return best_sim + extract.coverage >= s.min_combined
+        return best_sim + coverage >= s.min_combined
 
     def _static_fallback(self, base: Answer, decision: faq_mod.FaqDecision) -> Answer:
         """Last rungs: the best FAQ candidate's static text, else the staff handoff."""

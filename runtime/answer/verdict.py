@@ -32,27 +32,12 @@ from dataclasses import dataclass
 from runtime.knowledge.text import normalize
 
 from .check import answer_polarity, is_yes_no_question
+from .days import DAY_RX as _DAY_RX
+from .days import DAY_WORDS as _DAY_WORDS
+from .days import PARTS as _PARTS
+from .days import day_set as _day_set
+from .days import parts as _parts
 from .extractive import contains, split_sentences, terms
-
-_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_DAY_WORDS = {
-    "mon": r"mondays?|周一|星期一|礼拜一",
-    "tue": r"tuesdays?|周二|星期二|礼拜二",
-    "wed": r"wednesdays?|周三|星期三|礼拜三",
-    "thu": r"thursdays?|周四|星期四|礼拜四",
-    "fri": r"fridays?|周五|星期五|礼拜五",
-    "sat": r"saturdays?|周六|星期六|礼拜六",
-    "sun": r"sundays?|周日|周天|星期日|星期天|礼拜天",
-    "holiday": r"(?:public )?holidays?|节假日|假期|春节|国庆",
-}
-_DAY_RX = {k: re.compile(v, re.I) for k, v in _DAY_WORDS.items()}
-_ANY_DAY = "|".join(f"(?:{v})" for v in _DAY_WORDS.values())
-_RANGE = re.compile(rf"({_ANY_DAY})\s*(?:to|through|until|-|–|—|至|到|~)\s*({_ANY_DAY})", re.I)
-_PARTS = {
-    "morning": re.compile(r"\bmornings?\b|上午|早上", re.I),
-    "afternoon": re.compile(r"\bafternoons?\b|下午", re.I),
-    "evening": re.compile(r"\bevenings?\b|\bnights?\b|晚上|夜间", re.I),
-}
 
 _NEG = {
     "en": re.compile(
@@ -85,23 +70,6 @@ class Verdict:
     answer: str  # "yes" | "no"
     sentence: str  # the sentence that decided it
     lead: str  # what goes in front of the quote ("Yes.", "不能。")
-
-
-def _day_set(text: str) -> set[str]:
-    norm = normalize(text)
-    days = {k for k, rx in _DAY_RX.items() if rx.search(norm)}
-    for m in _RANGE.finditer(norm):
-        a = next((k for k in _DAYS if _DAY_RX[k].fullmatch(m.group(1))), None)
-        b = next((k for k in _DAYS if _DAY_RX[k].fullmatch(m.group(2))), None)
-        if a and b:
-            i, j = _DAYS.index(a), _DAYS.index(b)
-            if i <= j:
-                days.update(_DAYS[i : j + 1])
-    return days
-
-
-def _parts(text: str) -> set[str]:
-    return {k for k, rx in _PARTS.items() if rx.search(text)}
 
 
 def _scoped_negations(sentence: str, anchors: set[str], lang: str) -> int:

@@ -326,3 +326,46 @@ def test_table_rows_are_quoted_whole_and_rows_about_something_else_lose():
     got = best_extract("What are the opening hours on Sundays?", [prose, facilities])
     assert got is not None and got.passage_index == 0
     assert got.text == "The hall is closed all day on Sundays."
+
+
+def test_quote_about_the_day_asked_beats_one_about_another_day():
+    passages = [
+        "Riverbank Café opens at 08:00 on Mondays like on other working days.",
+        "Riverbank Café: Monday to Friday 08:00–17:30, on Thursdays until 20:00.",
+    ]
+    ex = best_extract("Until what time is the café open on Thursdays?", passages)
+    assert ex is not None and "20:00" in ex.text
+    # A range covers the days inside it; a sentence about other days only loses.
+    ex = best_extract("Is the café open on Wednesdays?", passages[::-1])
+    assert ex is not None and "Monday to Friday" in ex.text
+
+
+def test_day_set_expands_ranges_in_both_languages():
+    from runtime.answer.days import day_set, parts
+
+    assert day_set("Tuesday to Friday 09:00–16:00") == {"tue", "wed", "thu", "fri"}
+    assert day_set("周一至周五（法定节假日除外）") >= {"mon", "wed", "fri", "holiday"}
+    assert day_set("opens at nine") == set()
+    assert parts("周四晚上") == {"evening"} and parts("Saturday mornings") == {"morning"}
+
+
+def test_chinese_abbreviation_matches_the_full_name():
+    from runtime.answer.extractive import contains
+
+    assert contains("17:30以后只办理社会保障卡", "社保卡")
+    assert contains("机动车号牌每副100元", "车号牌")
+    assert not contains("社会福利卡", "社保卡")  # 保 missing: not an abbreviation of it
+    assert not contains("医疗保险", "医保")  # two characters: too loose to read this way
+
+
+def test_support_counts_the_section_heading_and_the_kind_of_answer():
+    from runtime.answer.extractive import support
+
+    q = "What time does the hall close on Thursdays?"
+    row = "Thursday | 08:30–20:00 (extended evening) | 19:30"
+    # Only "thursday" of {time, hall, close, thursday} is in the row itself.
+    assert support(q, row) == pytest.approx(0.5)  # + "time": the row states a clock time
+    assert support(q, row, "Regular weekly hours of the hall") == pytest.approx(0.75)
+    # A sentence without a clock time gets no credit for "what time".
+    assert support(q, "The hall is on Jiangbin Road.") == pytest.approx(0.25)
+    assert support("", row) == 0.0
