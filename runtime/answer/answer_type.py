@@ -49,7 +49,11 @@ _STATES = {
         r"|\bclosed\b|休息|闭馆|关闭|不开放|不对外",
         re.I,
     ),
-    "number": re.compile(r"\d|[一二三四五六七八九十两]"),
+    "number": re.compile(
+        r"\d|[一二三四五六七八九十两]|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven"
+        r"|twelve|twenty|thirty|forty|fifty|hundred)\b",
+        re.I,
+    ),
 }
 
 TYPES = tuple(_QUESTION)
@@ -88,3 +92,21 @@ _ASKING_WORDS = {
 def asking_words(kind: str | None) -> frozenset[str]:
     """The question's words that ask for an answer of ``kind`` rather than name its subject."""
     return _ASKING_WORDS.get(kind or "", frozenset())
+
+
+# "How many terminals ...?", "有几台自助终端？": the counted thing is the question's focus; a
+# sentence that states a number without naming it counts something else.
+_FOCUS = re.compile(
+    r"\bhow many\s+([a-z-]+(?:\s+[a-z-]+)?)|(?:几|多少)(?:个|台|位|部|间|种|处|家|张)?"
+    r"([\u3400-\u9fff]{2,4})",
+    re.I,
+)
+
+
+def focus_words(question: str) -> str:
+    """The words naming what a "how many" question counts ("" when it counts nothing); for
+    English the two words after "how many", of which the caller keeps the content words."""
+    m = _FOCUS.search(question)
+    if m is None:
+        return ""
+    return m.group(1) or m.group(2) or ""

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 from runtime.knowledge.text import normalize, query_terms
 
-from .answer_type import answer_type, asking_words, states
+from .answer_type import answer_type, asking_words, focus_words, states
 from .days import day_set
 
-_SENT_END = re.compile(r"(?<=[。！？；!?;])|(?<=[.])(?=\s)|\n+")
+_SENT_END = re.compile(r"(?<=[。！？!?])|(?<=[.])(?=\s)|\n+")
 _TABLE_RULE = re.compile(r"^\|?\s*:?-{2,}")
 _CJK = re.compile(r"[\u3400-\u9fff]")
 # Questions about a price: a sentence stating an amount of money is what answers them.
@@ -32,6 +32,7 @@ _MARKUP = re.compile(r"\*\*|__|`")  # Markdown emphasis/code markers: not shown 
 MAX_QUOTE_CHARS = 400
 ROW_OFF_SUBJECT = 0.5  # weight of a table row whose label the question does not name
 OTHER_DAY = 0.5  # weight of a sentence about other days than the one asked about
+UNCOUNTED = 0.5  # weight of a sentence that does not count what "how many" asks about
 # A sentence stating the kind of answer asked for (docs/answers.md); an amount for "how much"
 # keeps the weight the earlier number + money bonuses had together (0.1 + 0.25).
 TYPE_BONUS = {"money": 0.35, "place": 0.15, "time": 0.15, "number": 0.15}
@@ -138,6 +139,30 @@ def contains(sentence: str, term: str) -> bool:
     return rx is not None and rx.search(norm) is not None
 
 
+_COUNT_WORD = re.compile(
+    r"\d+|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty"
+    r"|forty|fifty|hundred)\b|[一二三四五六七八九十两百]",
+    re.I,
+)
+
+
+def counts(sentence: str, counted: set[str]) -> bool:
+    """Whether ``sentence`` puts a number right before one of the ``counted`` terms ("six
+    self-service terminals", "3个工作日", "两部电梯"): three words or four characters ahead."""
+    norm = normalize(sentence)
+    for t in counted:
+        if t.isascii():
+            words = _ASCII_WORD.findall(norm)
+            for i, w in enumerate(words):
+                if stem(w) == t and any(_COUNT_WORD.fullmatch(x) for x in words[max(0, i - 3) : i]):
+                    return True
+        else:
+            for m in re.finditer(re.escape(t), norm):
+                if _COUNT_WORD.search(norm[max(0, m.start() - 4) : m.start()]):
+                    return True
+    return False
+
+
 def overlap(question_terms: set[str], sentence: str) -> float:
     """Share of the question's content terms that occur in ``sentence`` (0..1)."""
     if not question_terms:
@@ -196,6 +221,14 @@ def best_extract(
         per_passage.append(body_sentences(passage))
     everything = [s for ss in per_passage for s in ss]
     qw = _weights(terms(question), everything)
+    # What a "how many" question counts weighs as much as the rest of the question together
+    # ("how many terminals ... in the 24-hour self-service zone": the sentence about the
+    # zone's opening hours shares more words but counts nothing).
+    counted = {t for t in terms(focus_words(question)) if t in qw}
+    if counted:
+        rest = sum(w for t, w in qw.items() if t not in counted)
+        share = sum(qw[t] for t in counted) or 1.0
+        qw = {t: (w * max(1.0, rest / share) if t in counted else w) for t, w in qw.items()}
     fw = _weights(terms(focus), everything) if focus else {}
     # The kind of answer asked for: a sentence stating one (a window, a clock time, an amount)
     # is what answers "which window / what time / how much" (see answer_type.py).
@@ -221,6 +254,13 @@ def best_extract(
         if kind is not None:
             scored = [
                 sc + (TYPE_BONUS[kind] if states(s, kind) else 0.0)
+                for sc, s in zip(scored, sentences, strict=True)
+            ]
+        if counted:
+            # "six self-service terminals" answers "how many terminals"; "windows 309-312
+            # and the terminals" states numbers, but not how many terminals there are.
+            scored = [
+                sc if counts(s, counted) else sc * UNCOUNTED
                 for sc, s in zip(scored, sentences, strict=True)
             ]
         # A table row states something about its first cell ("Car park | closed Sundays"):

@@ -58,6 +58,7 @@ _Q_NEG = {
 }
 _A_NOT_A = re.compile(r"(.)不\1")
 NEG_SCOPE = {"en": 4, "zh": 6}  # words (en) or characters (zh) a negation reaches
+_DEICTIC = frozenset("这里 这儿 这边 此处 本中心 直接 现在 here now".split())
 MIN_COVERAGE = 0.75  # share of the question's words (days aside) the deciding sentence holds
 
 # Chinese answers echo the question's verb ("能来办事吗？" → "不能。"); English says Yes/No.
@@ -133,11 +134,15 @@ def yes_no(question: str, sentences: list[str] | tuple[str, ...], lang: str) -> 
     }
     q_terms = terms(question)
     # Words the deciding sentence must contain: all but the day and part-of-day words, which
-    # the day logic below handles ("Saturday mornings" ~ "On Saturdays ... 09:00 to 12:30").
+    # the day logic below handles ("Saturday mornings" ~ "On Saturdays ... 09:00 to 12:30"),
+    # single Chinese characters (办, 去, 不: verbs and particles the negation logic reads) and
+    # words that point at the kiosk itself ("这里", "here").
     needed = {
         t
         for t in q_terms
         if not any(rx.fullmatch(t) for rx in (*_DAY_RX.values(), *_PARTS.values()))
+        and not (len(t) == 1 and not t.isascii())
+        and t not in _DEICTIC
     }
     anchors = set(q_terms) | day_words
     votes: list[tuple[str, str]] = []

@@ -369,3 +369,32 @@ def test_support_counts_the_section_heading_and_the_kind_of_answer():
     # A sentence without a clock time gets no credit for "what time".
     assert support(q, "The hall is on Jiangbin Road.") == pytest.approx(0.25)
     assert support("", row) == 0.0
+
+
+def test_how_many_prefers_the_sentence_that_counts_the_thing_asked_about():
+    from runtime.answer.answer_type import focus_words
+    from runtime.answer.extractive import counts
+
+    assert focus_words("How many terminals are there in the self-service zone?") == "terminals are"
+    assert focus_words("大楼有几部电梯？") == "电梯"
+    assert counts("It has six self-service terminals for paying tax.", {"termin"})
+    assert not counts(
+        "Windows 309–312 on the third floor (ticket letter G), and the terminals of the zone.",
+        {"termin"},
+    )
+    assert counts("A、B两部电梯在中央电梯厅", {"电梯"})
+    passages = [
+        "The self-service zone is on the ground floor at the east entrance and is open 24 "
+        "hours a day. It has six self-service terminals for paying property tax.",
+        "Property tax: windows 309–312 on the third floor (ticket letter G), and the "
+        "terminals of the 24-hour self-service zone on the ground floor.",
+    ]
+    ex = best_extract("How many terminals are there in the 24-hour self-service zone?", passages)
+    assert ex is not None and "six" in ex.text
+
+
+def test_a_semicolon_does_not_cut_a_clause_from_what_it_is_about():
+    passages = ["A first residence permit is free of charge; a replacement costs 20 yuan."]
+    assert split_sentences(passages[0]) == passages
+    ex = best_extract("I lost my residence permit. How much is a new one?", passages)
+    assert ex is not None and "20 yuan" in ex.text and "residence permit" in ex.text
