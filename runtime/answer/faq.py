@@ -37,6 +37,12 @@ _SLOTS: dict[str, tuple[tuple[str, str], ...]] = {
         ("morning", r"\bmornings?\b|上午|早上"), ("afternoon", r"\bafternoons?\b|下午"),
         ("evening", r"\bevenings?\b|\bnight\b|晚上|夜间"),
     ),
+    # "When does ticketing start?" and "What is the latest ticket?" share every other word.
+    # (Opening and closing are left out: an entry's hours give both.)
+    "bound": (
+        ("start", r"开始|最早|起始|\bstart(s|ing)?\b|\bearliest\b|\bfirst\b"),
+        ("end", r"最晚|截止|停止|结束|\blatest\b|\blast\b|\bstop(s|ping)?\b"),
+    ),
     "negation": (
         ("neg", r"\bwithout\b|\bnot\b|n't\b|\bno\b|不|没|无需|免"),
     ),
@@ -52,17 +58,40 @@ def _slots(text: str) -> dict[str, frozenset[str]]:
 
 
 def slot_conflict(question: str, paraphrase: str) -> str | None:
-    """The slot (day, part of day, negation, number) in which the two questions differ, if any.
+    """The slot (day, part of day, start/end, negation, number) in which the two questions
+    differ, if any.
 
-    For days, parts of day and numbers a conflict needs a value on both sides that
+    For days, parts of day, start/end and numbers a conflict needs a value on both sides that
     differs (the question may leave a slot open); negation must simply agree.
     """
     q, p = _slots(question), _slots(paraphrase)
-    for name in ("day", "part_of_day", "number"):
+    for name in ("day", "part_of_day", "bound", "number"):
         if q[name] and p[name] and q[name] != p[name]:
             return name
     if q["negation"] != p["negation"]:
         return "negation"
+    return None
+
+
+# Visitors whose rules differ (fees waived, priority queues, a parent present): a question
+# naming one is answered by an entry that speaks of them, not by the general rule.
+_GROUPS = {
+    "disabled": re.compile(r"残疾|轮椅|disab|wheelchair|blind|deaf|guide dog|导盲", re.I),
+    "senior": re.compile(r"老年|老人|长者|senior|elderly|pension|退休|\b(6[5-9]|[7-9]\d)\b|"
+                         r"(6[5-9]|[7-9]\d)岁", re.I),
+    "low_income": re.compile(r"低保|低收入|low[- ]income", re.I),
+    "child": re.compile(r"孩子|儿童|小孩|未满|未成年|\bchild|\bkids?\b|\bson\b|\bdaughter\b|"
+                        r"under (16|18)|baby|婴儿", re.I),
+    "pregnant": re.compile(r"孕妇|怀孕|pregnan", re.I),
+}
+
+
+def unmatched_group(question: str, entry_texts: Sequence[str]) -> str | None:
+    """A group of visitors the question names but the FAQ entry never mentions, if any."""
+    entry = " ".join(entry_texts)
+    for name, rx in _GROUPS.items():
+        if rx.search(question) and not rx.search(entry):
+            return name
     return None
 
 
@@ -84,7 +113,8 @@ def decide(
 
     With ``question``, a near match is confident only if one of its entry's phrasings
     (``paraphrases(faq_id)``, else the matched one) agrees with the question in every
-    day, part of the day, number and negation (see :func:`slot_conflict`).
+    day, part of the day, number and negation (see :func:`slot_conflict`), and the entry
+    speaks of any group of visitors the question names (see :func:`unmatched_group`).
     """
     if not hits:
         return FaqDecision(None, None)
@@ -96,6 +126,8 @@ def decide(
     if question is not None:
         phrasings = paraphrases(best.faq_id) if paraphrases else ()
         if all(slot_conflict(question, p) for p in (phrasings or (best.matched_question,))):
+            return FaqDecision(None, best)
+        if unmatched_group(question, (*phrasings, best.matched_question, best.answer)):
             return FaqDecision(None, best)
     runner_up = hits[1].score if len(hits) > 1 else -1.0
     if best.score >= threshold and best.score - runner_up >= margin:

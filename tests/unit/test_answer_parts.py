@@ -398,3 +398,31 @@ def test_a_semicolon_does_not_cut_a_clause_from_what_it_is_about():
     assert split_sentences(passages[0]) == passages
     ex = best_extract("I lost my residence permit. How much is a new one?", passages)
     assert ex is not None and "20 yuan" in ex.text and "residence permit" in ex.text
+
+
+def test_faq_start_and_end_of_a_period_are_different_questions():
+    from runtime.answer.faq import slot_conflict
+
+    assert slot_conflict("周一几点开始取号？", "最晚几点能取号？") == "bound"
+    assert slot_conflict("When is the last ticket on Tuesdays?", "When do tickets start?") in (
+        "bound",
+        "day",
+    )
+    # opening and closing hours come in one answer: no conflict
+    assert slot_conflict("周六几点关门？", "星期六几点开门？") is None
+
+
+def test_faq_entry_must_speak_of_the_group_of_visitors_the_question_names():
+    from runtime.answer.faq import decide, unmatched_group
+    from runtime.knowledge.records import FaqHit
+
+    parking = FaqHit(
+        "zh-parking-02", "停车免费吗？", "停车30分钟以内免费，超过30分钟每小时5元。", "zh", 0.86,
+        "vector",
+    )
+    assert unmatched_group("持残疾人停车证的车停车免费吗？", ("停车免费吗？", parking.answer))
+    assert decide([parking], question="持残疾人停车证的车停车免费吗？").hit is None
+    assert decide([parking], question="停车是免费的吗？").hit is parking
+    waiver = ("These fees are waived for visitors aged 65 or over.",)
+    assert unmatched_group("I'm 70, do I pay for an ID card?", waiver) is None
+    assert unmatched_group("My son is 12, what does he need?", waiver) == "child"
