@@ -39,6 +39,7 @@ from . import faq as faq_mod
 from .breaker import CircuitBreaker
 from .cache import AnswerCache
 from .check import check_answer
+from .days import day_set
 from .extractive import best_extract, overlap, support, terms
 from .guard import looks_like_injection
 from .languages import answer_language, question_language
@@ -482,9 +483,12 @@ class AnswerPipeline:
             decision = faq_mod.FaqDecision(None, None)
         timer.lap("faq")
         if decision.hit is not None and rewritten != text:
-            # A follow-up's own words must be in the FAQ entry, else it matched the last question.
+            # A follow-up's own words must be in the FAQ entry, else it matched the last question;
+            # so must the day it asks about ("周日可以停吗？" after a question on parking fees).
             h = decision.hit
-            if overlap(terms(text), f"{h.matched_question} {h.answer}") < 0.5:
+            entry = f"{h.matched_question} {h.answer}"
+            days = day_set(text)
+            if overlap(terms(text), entry) < 0.5 or (days and not days & day_set(entry)):
                 decision = faq_mod.FaqDecision(None, h)
         if decision.hit is not None:
             h = decision.hit
