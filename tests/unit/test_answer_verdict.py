@@ -200,17 +200,14 @@ def test_content_terms_leave_out_numbers_and_function_words():
     assert "library" in content_terms("What are the opening hours of the city library?")
 
 
-def test_nouns_and_verbs_count_as_unknown_chinese_topic_words_time_words_do_not():
+def test_only_nouns_count_as_unknown_chinese_topic_words():
     class Store:
         def unknown_terms(self, words):
             return list(words)  # knows nothing
 
     unknown = unknown_content_terms(Store(), "市图书馆周日开门吗？")
     assert "图书馆" in unknown or "市图书馆" in unknown
-    assert "周日" not in unknown  # a time word, not a topic
-    # A service the knowledge never names is as telling as a noun ("离婚" is a verb).
-    assert "离婚" in unknown_content_terms(Store(), "我们想办离婚登记，需要带什么？")
-    assert "我们" not in unknown_content_terms(Store(), "我们想办离婚登记，需要带什么？")
+    assert "开门" not in unknown  # a verb: visitors and documents word actions differently
 
 
 def test_unknown_content_terms_ask_the_store():
