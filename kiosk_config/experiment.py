@@ -43,6 +43,10 @@ class QueryExpansionSettings(Section):
 
 
 class GeneratorSettings(Section):
+    # What the visitor reads: "generate" shows the generator's answer (checked against the
+    # quote, quote shown beside it); "quote" shows the quoted sentences themselves and loads
+    # no generator for answers. Chosen by the accuracy table in docs/answers.md.
+    compose: Literal["generate", "quote"] = "generate"
     model: str = "auto"
     backend: Literal["auto", "openvino", "onnxruntime-genai"] = "auto"
     prompt: str = "plain"

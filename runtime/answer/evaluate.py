@@ -196,7 +196,17 @@ def variants(
         for style, n, chk in itertools.product(prompts, passages, checks):
             name = f"{gen}/{style}/p{n}/{'check' if chk else 'nocheck'}"
             out.append(
-                (name, gen, replace(base, prompt_style=style, context_passages=n, claim_check=chk))
+                (
+                    name,
+                    gen,
+                    replace(
+                        base,
+                        compose="generate",
+                        prompt_style=style,
+                        context_passages=n,
+                        claim_check=chk,
+                    ),
+                )
             )
     return out
 

@@ -72,6 +72,7 @@ class PipelineSettings:
     top_k: int = 5
     mode: str = "hybrid"
     rrf_k: int = 60
+    compose: str = "generate"  # "quote": the quoted sentences are the answer, no generation
     context_passages: int = 0  # 0: only the quoted sentences; N: the N best passages
     prompt_style: str = "plain"
     max_tokens: int = 128
@@ -131,6 +132,7 @@ class PipelineSettings:
             s.rewrite_with_history = experiment.query_expansion.rewrite_with_history
             s.hyde = experiment.query_expansion.hyde
             s.multi_hop = experiment.query_expansion.multi_hop
+            s.compose = experiment.generator.compose
             s.context_passages = experiment.generator.context_passages
             s.prompt_style = experiment.generator.prompt
             s.max_tokens = experiment.generator.max_tokens
@@ -579,8 +581,12 @@ class AnswerPipeline:
         timer.lap("extract")
 
         # Generation (optional) under the deadline.
-        if self.generator is None:
-            quoted.notes.append("no generator loaded: quoted passage")
+        if self.generator is None or s.compose == "quote":
+            quoted.notes.append(
+                "no generator loaded: quoted passage"
+                if self.generator is None
+                else "the experiment answers with the quoted passage"
+            )
             if use_cache:
                 self.cache.put(key, qv, lang, quoted)
             yield self._finish(quoted, timer)

@@ -59,18 +59,35 @@ def _active_packs(cfg):
     return None
 
 
+def uses_generator(experiment) -> bool:
+    """Whether the experiment needs a generator: for answers, HyDE or reranking."""
+    return (
+        experiment.generator.compose == "generate"
+        or experiment.query_expansion.hyde
+        or experiment.retriever.rerank == "generator"
+    )
+
+
 def build_service(
     cfg,
     *,
     db: Path | None = None,
-    with_generator: bool = True,
+    with_generator: bool | None = None,
     progress=None,
     settings: PipelineSettings | None = None,
     experiment=None,
 ) -> Service:
+    """The answer service the config describes. ``with_generator``: True loads the generator,
+    False does not, None (the default) loads it when the experiment uses one."""
     from kiosk_config.experiment import load_experiment
     from runtime.knowledge.store import KnowledgeStore
 
+    if experiment is None:
+        experiment = load_experiment(cfg.answer.experiment)
+    gen_reason = "generator not requested"
+    if with_generator is None:
+        with_generator = uses_generator(experiment)
+        gen_reason = f"no generator: experiment {experiment.id} answers with quoted passages"
     if with_generator:
         prestart_answer_generator(cfg)  # the worker loads while the embedder and store do
     embedder = load_answer_embedder(cfg)
@@ -92,10 +109,8 @@ def build_service(
             store, built = open_demo_store(cfg.paths.data_dir, embedder, progress=progress)
             knowledge = f"demo knowledge {store.path}" + (" (just built)" if built else "")
     generator, gen_note = (
-        load_answer_generator(cfg) if with_generator else (None, "generator not requested")
+        load_answer_generator(cfg) if with_generator else (None, gen_reason)
     )
-    if experiment is None:
-        experiment = load_experiment(cfg.answer.experiment)
     settings = settings or PipelineSettings.from_config(cfg, experiment)
     static = None
     faq_csv = DEMO_SOURCE / "faq.csv"

@@ -33,7 +33,9 @@ def _build(ctx: click.Context, db: Path | None, no_generator: bool, quiet: bool 
                 f"  building demo knowledge: {done}/{total} {Path(result.path).name}", err=True
             )
 
-    svc = build_service(cfg, db=db, with_generator=not no_generator, progress=progress)
+    svc = build_service(
+        cfg, db=db, with_generator=False if no_generator else None, progress=progress
+    )
     if not quiet:
         click.echo(f"knowledge: {svc.knowledge}", err=True)
         click.echo(f"{svc.generator}", err=True)

@@ -62,10 +62,17 @@ def generator(cfg, model_cache):
 
 
 def pipeline(service, generator=None, **settings):
-    # Generous limits: these tests judge answers, not speed (the box may be busy).
+    # Generous limits: these tests judge answers, not speed (the box may be busy). The default
+    # experiment answers with the quote; these tests are about the generated path.
     s = replace(
         service.pipeline.settings,
-        **{"deadline_ms": 120_000, "total_ms": 240_000, "embed_timeout_ms": 5000, **settings},
+        **{
+            "deadline_ms": 120_000,
+            "total_ms": 240_000,
+            "embed_timeout_ms": 5000,
+            "compose": "generate",
+            **settings,
+        },
     )
     p = service.pipeline
     return AnswerPipeline(

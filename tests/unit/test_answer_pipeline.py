@@ -321,3 +321,33 @@ def test_relevance_gate_settings_come_from_the_answer_config(monkeypatch):
     monkeypatch.setenv("KIOSK_ANSWER__MIN_SIMILARITY", "0.5")
     s = PipelineSettings.from_config(load_config(None))
     assert (s.min_combined_unknown, s.min_similarity, s.min_overlap) == (0.6, 0.5, 0.5)
+
+
+def test_compose_quote_answers_with_the_quote_and_never_calls_the_generator(store):
+    calls = []
+
+    def reply(req):
+        calls.append(req)
+        return "The hall opens at 09:00 [1]."
+
+    p = make(store, FakeGenerator(reply), compose="quote")
+    a = p.answer("What are the opening hours on Saturdays?")
+    assert a.path == "extractive" and not a.generated and calls == []
+    assert "09:00" in a.text and a.sources and a.sources[0].quote
+    assert "the experiment answers with the quoted passage" in a.notes
+    # the same pipeline settings with compose = "generate" use the model
+    g = make(store, FakeGenerator(reply), compose="generate")
+    assert g.answer("What are the opening hours on Saturdays?").path == "rag" and calls
+
+
+def test_build_service_loads_a_generator_only_when_the_experiment_uses_one():
+    from kiosk_config.experiment import ExperimentConfig
+    from runtime.answer.service import uses_generator
+
+    quote = ExperimentConfig(id="q", generator={"compose": "quote"})
+    assert not uses_generator(quote)
+    assert uses_generator(ExperimentConfig(id="g", generator={"compose": "generate"}))
+    hyde = ExperimentConfig(
+        id="h", generator={"compose": "quote"}, query_expansion={"hyde": True}
+    )
+    assert uses_generator(hyde)  # HyDE writes its hypothetical answer with the generator

@@ -87,7 +87,8 @@ def test_duplicate_device_is_refused(tmp_path):
 
 
 def test_experiment_yaml_is_validated(tmp_path):
-    assert load_experiment().id == "default-v2"
+    assert load_experiment().id == "default-v3"
+    assert load_experiment().generator.compose == "quote"
     bad = tmp_path / "x.yaml"
     bad.write_text("id: x\nretriever:\n  mode: fuzzy\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"retriever\.mode"):
