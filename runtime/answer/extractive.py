@@ -20,6 +20,7 @@ from runtime.knowledge.text import normalize, query_terms
 
 from .answer_type import answer_type, asking_words, focus_words, states
 from .days import day_set
+from .groups import groups
 
 _SENT_END = re.compile(r"(?<=[。！？!?])|(?<=[.])(?=\s)|\n+")
 _TABLE_RULE = re.compile(r"^\|?\s*:?-{2,}")
@@ -32,6 +33,7 @@ _MARKUP = re.compile(r"\*\*|__|`")  # Markdown emphasis/code markers: not shown 
 MAX_QUOTE_CHARS = 400
 ROW_OFF_SUBJECT = 0.5  # weight of a table row whose label the question does not name
 OTHER_DAY = 0.5  # weight of a sentence about other days than the one asked about
+GROUP_BONUS = 0.15  # a sentence about the group of visitors the question names (groups.py)
 UNCOUNTED = 0.5  # weight of a sentence that does not count what "how many" asks about
 # A sentence stating the kind of answer asked for (docs/answers.md); an amount for "how much"
 # keeps the weight the earlier number + money bonuses had together (0.1 + 0.25).
@@ -240,6 +242,7 @@ def best_extract(
         except Exception:  # noqa: BLE001 - meaning is a bonus; lexical scores still work
             sims = {}
     asked_days = day_set(focus) or day_set(question)
+    asked_groups = groups(question) | groups(focus)
     best: Extract | None = None
     for i, sentences in enumerate(per_passage):
         scored = [
@@ -254,6 +257,13 @@ def best_extract(
         if kind is not None:
             scored = [
                 sc + (TYPE_BONUS[kind] if states(s, kind) else 0.0)
+                for sc, s in zip(scored, sentences, strict=True)
+            ]
+        if asked_groups:
+            # "I am 68. Do I pay for a copy?": the sentence on fees waived for visitors aged
+            # 65 or over answers it, not the general price.
+            scored = [
+                sc + (GROUP_BONUS if groups(s) & asked_groups else 0.0)
                 for sc, s in zip(scored, sentences, strict=True)
             ]
         if counted:

@@ -18,6 +18,8 @@ import numpy as np
 
 from runtime.knowledge.records import FaqHit
 
+from .groups import unmatched_group
+
 DEFAULT_THRESHOLD = 0.80
 DEFAULT_MARGIN = 0.02
 
@@ -70,28 +72,6 @@ def slot_conflict(question: str, paraphrase: str) -> str | None:
             return name
     if q["negation"] != p["negation"]:
         return "negation"
-    return None
-
-
-# Visitors whose rules differ (fees waived, priority queues, a parent present): a question
-# naming one is answered by an entry that speaks of them, not by the general rule.
-_GROUPS = {
-    "disabled": re.compile(r"残疾|轮椅|disab|wheelchair|blind|deaf|guide dog|导盲", re.I),
-    "senior": re.compile(r"老年|老人|长者|senior|elderly|pension|退休|\b(6[5-9]|[7-9]\d)\b|"
-                         r"(6[5-9]|[7-9]\d)岁", re.I),
-    "low_income": re.compile(r"低保|低收入|low[- ]income", re.I),
-    "child": re.compile(r"孩子|儿童|小孩|未满|未成年|\bchild|\bkids?\b|\bson\b|\bdaughter\b|"
-                        r"under (16|18)|baby|婴儿", re.I),
-    "pregnant": re.compile(r"孕妇|怀孕|pregnan", re.I),
-}
-
-
-def unmatched_group(question: str, entry_texts: Sequence[str]) -> str | None:
-    """A group of visitors the question names but the FAQ entry never mentions, if any."""
-    entry = " ".join(entry_texts)
-    for name, rx in _GROUPS.items():
-        if rx.search(question) and not rx.search(entry):
-            return name
     return None
 
 

@@ -426,3 +426,17 @@ def test_faq_entry_must_speak_of_the_group_of_visitors_the_question_names():
     waiver = ("These fees are waived for visitors aged 65 or over.",)
     assert unmatched_group("I'm 70, do I pay for an ID card?", waiver) is None
     assert unmatched_group("My son is 12, what does he need?", waiver) == "child"
+
+
+def test_quote_prefers_the_sentence_about_the_group_of_visitors_named():
+    from runtime.answer.groups import groups
+
+    assert groups("I am 68 years old") == {"senior"}
+    assert groups("visitors aged 65 or over and low-income residents") == {"senior", "low_income"}
+    assert groups("Window 107, 15 yuan") == set()
+    passages = [
+        "Each certified copy costs 15 yuan. Records are printed on the same day.",
+        "Fees for ID cards and birth certificate copies are waived for visitors aged 65 or over.",
+    ]
+    ex = best_extract("I am 68 years old. Do I have to pay for a birth certificate copy?", passages)
+    assert ex is not None and "65 or over" in ex.text
