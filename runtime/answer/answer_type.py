@@ -110,3 +110,21 @@ def focus_words(question: str) -> str:
     if m is None:
         return ""
     return m.group(1) or m.group(2) or ""
+
+
+_FLOOR = re.compile(
+    r"\b\d+(?:st|nd|rd|th)\s+floor|\b(ground|first|second|third|fourth|fifth)\s+floor|\bbasement\b"
+    r"|\b[b1-9]f\b|[一二三四五\d]\s*楼|[一二三四五\d]\s*层|地下",
+    re.I,
+)
+
+
+def with_floor_heading(question: str, quote: str, heading: str) -> str:
+    """The quote with its section heading in front when the visitor asks where something is,
+    the heading names the floor ("四楼（4F）") and the quote does not ("401–402号窗口...")."""
+    if answer_type(question) != "place" or not heading:
+        return quote
+    if _FLOOR.search(normalize(quote)) or not _FLOOR.search(normalize(heading)):
+        return quote
+    sep = "：" if re.search(r"[\u3400-\u9fff]", heading) else ": "
+    return f"{heading}{sep}{quote}"

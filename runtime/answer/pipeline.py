@@ -36,6 +36,7 @@ from runtime.inference.base import Embedder, GenerationRequest, Generator
 from runtime.knowledge.records import Hit
 
 from . import faq as faq_mod
+from .answer_type import with_floor_heading
 from .breaker import CircuitBreaker
 from .cache import AnswerCache
 from .check import check_answer
@@ -572,10 +573,12 @@ class AnswerPipeline:
         sources = [_source_from_hit(1, context_hits[0], extract.text)] + [
             _source_from_hit(n, h) for n, h in enumerate(context_hits[1:], start=2)
         ]
-        quoted = replace(base, text=extract.text, path="extractive", sources=sources)
+        heading = context_hits[0].citation.section.split(" > ")[-1]
+        shown = with_floor_heading(rewritten, extract.text, heading)
+        quoted = replace(base, text=shown, path="extractive", sources=sources)
         verdict = yes_no(rewritten, extract.sentences, lang)
         if verdict is not None:
-            quoted.text = f"{verdict.lead} {extract.text}"
+            quoted.text = f"{verdict.lead} {shown}"
             quoted.notes.append(f"yes/no decided by the quote: {verdict.answer}")
         yield AnswerEvent("sources", extract.text, tuple(sources))
         timer.lap("extract")

@@ -443,3 +443,22 @@ def test_quote_prefers_the_sentence_about_the_group_of_visitors_named():
     assert ex is not None and "under 16" in ex.text
     ex = best_extract("What should I bring for an ID card?", passages)
     assert ex is not None and "parent" not in ex.text  # no group named: retrieval order stands
+
+
+def test_where_question_gets_the_floor_from_the_section_heading():
+    from runtime.answer.answer_type import with_floor_heading
+
+    quote = "401–402号窗口办理驾驶证补换。"
+    shown = with_floor_heading("驾驶证补换去哪个窗口？", quote, "四楼（4F）")
+    assert shown == "四楼（4F）：" + quote
+    en = "Windows 403–405 handle vehicle registration."
+    assert (
+        with_floor_heading("Which windows handle vehicle registration?", en, "Fourth floor (4F)")
+        == "Fourth floor (4F): " + en
+    )
+    # the quote names a floor already, the heading names none, or the question is not "where"
+    assert with_floor_heading("Where is it?", "It is on the 2nd floor.", "Second floor (2F)") == (
+        "It is on the 2nd floor."
+    )
+    assert with_floor_heading("驾驶证补换去哪个窗口？", quote, "驾驶证补换") == quote
+    assert with_floor_heading("驾驶证补换多少钱？", quote, "四楼（4F）") == quote
