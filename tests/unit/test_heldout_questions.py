@@ -1,10 +1,12 @@
-"""The held-out grounded question set (kiosk_config/demo/eval/heldout_questions.jsonl).
+"""The held-out grounded question sets (kiosk_config/demo/eval/heldout_questions.jsonl and
+fresh_questions.jsonl).
 
 Accuracy on the dev set (grounded_questions.jsonl) is what the pipeline was tuned on, so
-answer accuracy is also reported on a held-out set. These checks keep that set honest: it
-loads with the evaluator's own loader, is big and balanced enough to report, cites sections
-that really exist, states facts those sections really contain, and shares no question text
-with the dev set.
+answer accuracy is also reported on held-out sets. The first held-out set was later used while
+tuning too, so a fresh one was written without looking at how the pipeline answers. These checks
+keep both honest: each loads with the evaluator's own loader, is big and balanced enough to
+report, cites sections that really exist, states facts those sections really contain, and shares
+no question text with any other set.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -19,8 +22,16 @@ import pytest
 from runtime.answer.evaluate import EvalQuestion, load_questions
 
 DEMO = Path(__file__).resolve().parents[2] / "kiosk_config" / "demo"
-HELDOUT = DEMO / "eval" / "heldout_questions.jsonl"
-DEV = DEMO / "eval" / "grounded_questions.jsonl"
+EVAL = DEMO / "eval"
+DEV = EVAL / "grounded_questions.jsonl"
+HELDOUT = EVAL / "heldout_questions.jsonl"
+FRESH = EVAL / "fresh_questions.jsonl"
+ALL_SETS = (DEV, HELDOUT, FRESH)
+# file -> (id prefix, minimum size, exact size or None)
+HELDOUT_SETS = {
+    HELDOUT: ("h", 80, None),
+    FRESH: ("f", 70, 70),
+}
 TYPES = {
     "yesno",
     "negation",
@@ -36,9 +47,14 @@ TYPES = {
 POLARITY = {"yes", "no", "可以", "能", "是的"}
 
 
-@pytest.fixture(scope="module")
-def heldout() -> list[EvalQuestion]:
-    return load_questions(HELDOUT)
+@pytest.fixture(scope="module", params=sorted(HELDOUT_SETS), ids=lambda p: p.stem)
+def heldout_set(request) -> tuple[Path, list[EvalQuestion]]:
+    return request.param, load_questions(request.param)
+
+
+@pytest.fixture
+def heldout(heldout_set) -> list[EvalQuestion]:
+    return heldout_set[1]
 
 
 def normalise(text: str) -> str:
@@ -60,14 +76,25 @@ def section_text(source: str) -> str | None:
     return None
 
 
-def test_ids_are_unique_and_numbered(heldout):
-    ids = [q.id for q in heldout]
+def test_ids_are_unique_and_numbered(heldout_set):
+    path, questions = heldout_set
+    prefix = HELDOUT_SETS[path][0]
+    ids = [q.id for q in questions]
     assert len(ids) == len(set(ids))
-    assert ids == [f"h{i:03d}" for i in range(1, len(ids) + 1)]
+    assert ids == [f"{prefix}{i:03d}" for i in range(1, len(ids) + 1)]
 
 
-def test_size_language_balance_and_types(heldout):
-    assert len(heldout) >= 80
+def test_id_prefixes_differ_between_sets():
+    prefixes = [prefix for prefix, _, _ in HELDOUT_SETS.values()]
+    assert "q" not in prefixes and len(prefixes) == len(set(prefixes))
+
+
+def test_size_language_balance_and_types(heldout_set):
+    path, heldout = heldout_set
+    _, minimum, exact = HELDOUT_SETS[path]
+    assert len(heldout) >= minimum
+    if exact is not None:
+        assert len(heldout) == exact
     langs = Counter(q.lang for q in heldout)
     assert set(langs) == {"en", "zh"}
     assert langs["en"] == langs["zh"]
@@ -79,6 +106,7 @@ def test_size_language_balance_and_types(heldout):
         assert all(q.type == "uncovered" and not q.expected and q.source is None for q in uncovered)
         assert {q.type for q in mine} == TYPES, lang
         assert all(q.history for q in mine if q.type == "followup")
+        assert not any(q.history for q in mine if q.type != "followup")
 
 
 def test_question_language_matches_lang_field(heldout):
@@ -104,15 +132,26 @@ def test_answerable_sources_exist_and_state_the_facts(heldout):
             assert bad.lower() not in low, f"{q.id}: must_not {bad!r} is stated by the source"
 
 
-def test_no_question_repeats_the_dev_set(heldout):
-    dev = load_questions(DEV)
-    dev_norm = {normalise(q.question) for q in dev}
-    dev_exact = {q.question for q in dev}
+def test_no_question_repeats_another_set(heldout_set):
+    path, heldout = heldout_set
+    others = [q for other in ALL_SETS if other != path for q in load_questions(other)]
+    other_norm = {normalise(q.question): q.id for q in others}
+    other_exact = {q.question for q in others}
     own = [normalise(q.question) for q in heldout]
     assert len(own) == len(set(own)), "duplicate question inside the held-out set"
     for q, n in zip(heldout, own, strict=True):
-        assert q.question not in dev_exact, q.id
-        assert n not in dev_norm, q.id
+        assert q.question not in other_exact, q.id
+        assert n not in other_norm, f"{q.id} repeats {other_norm.get(n)}"
+
+
+def test_followup_histories_are_well_formed(heldout):
+    for q in heldout:
+        if not q.history:
+            continue
+        roles = [t.role for t in q.history]
+        assert roles[0] == "user" and roles[-1] == "assistant", q.id
+        assert all(a != b for a, b in pairwise(roles)), q.id
+        assert all(t.content.strip() for t in q.history), q.id
 
 
 def test_normalise_ignores_case_and_punctuation():
