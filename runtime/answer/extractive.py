@@ -59,11 +59,12 @@ def _pieces(text: str) -> list[str]:
     return out
 
 
-def split_sentences(text: str) -> list[str]:
-    """Sentences and table rows of a passage (markdown table rules and blank lines dropped)."""
-    out: list[str] = []
+def _sentences_with_headers(text: str) -> list[tuple[str, tuple[str, ...] | None]]:
+    """Sentences and table rows of a passage, each row with its table's header cells."""
+    out: list[tuple[str, tuple[str, ...] | None]] = []
     text = _MARKUP.sub("", text)
     in_table = False
+    header: tuple[str, ...] | None = None
     for piece in _pieces(text):
         s = piece.strip().strip("-*•").strip()
         if not s or _TABLE_RULE.match(s):
@@ -71,10 +72,43 @@ def split_sentences(text: str) -> list[str]:
         is_row = "|" in s
         if is_row and not in_table and not any(ch.isdigit() for ch in s):
             in_table = True  # a table's header row ("Day | Hours"): labels, not a statement
+            header = _cells(s)
             continue
         in_table = is_row
-        out.append(s.strip("|").strip())
+        if not is_row:
+            header = None
+        out.append((s.strip("|").strip(), header if is_row else None))
     return out
+
+
+def _cells(row: str) -> tuple[str, ...]:
+    return tuple(c.strip() for c in row.strip().strip("|").split("|"))
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences and table rows of a passage (markdown table rules and blank lines dropped)."""
+    return [s for s, _ in _sentences_with_headers(text)]
+
+
+def readable(sentence: str, passage: str) -> str:
+    """A table row as a visitor reads it, with its column names: "Thursday | 08:30–20:00 |
+    19:30" under "Day | Counter hours | Last queue ticket" becomes "Thursday: Counter hours
+    08:30–20:00; Last queue ticket 19:30." Prose, and rows whose header does not fit, are
+    returned unchanged."""
+    if "|" not in sentence:
+        return sentence
+    header = dict(_sentences_with_headers(passage)).get(sentence)
+    cells = _cells(sentence)
+    if not header or len(header) != len(cells):
+        return sentence
+    zh = _CJK.search(sentence) is not None
+    parts = [f"{h} {c}" if h else c for h, c in zip(header[1:], cells[1:], strict=True)
+             if c and c not in ("—", "-", "–")]
+    if not parts:
+        return sentence
+    return cells[0] + ("：" if zh else ": ") + ("，" if zh else "; ").join(parts) + (
+        "。" if zh else "."
+    )
 
 
 def body_sentences(passage: str) -> list[str]:
@@ -301,7 +335,7 @@ def best_extract(
             continue
         picked = [scored[0]] + [x for x in scored[1:max_sentences] if x[0] > 0]
         quoted = tuple(s for _, _, s in sorted(picked, key=lambda x: x[1]))
-        text = " ".join(quoted)
+        text = " ".join(readable(s, passages[i]) for s in quoted)
         if len(text) > max_chars:
             text = text[: max_chars - 1].rstrip() + "…"
         best = Extract(

@@ -462,3 +462,25 @@ def test_where_question_gets_the_floor_from_the_section_heading():
     )
     assert with_floor_heading("驾驶证补换去哪个窗口？", quote, "驾驶证补换") == quote
     assert with_floor_heading("驾驶证补换多少钱？", quote, "四楼（4F）") == quote
+
+
+def test_a_quoted_table_row_is_shown_with_its_column_names():
+    from runtime.answer.extractive import readable
+
+    table = (
+        "Regular weekly hours\n\n| Day | Counter hours | Last queue ticket |\n|---|---|---|\n"
+        "| Monday | 13:00–17:30 | 17:00 |\n| Thursday | 08:30–20:00 (extended evening) | 19:30 |\n"
+        "| Sunday | closed | — |"
+    )
+    ex = best_extract("Until what time are the counters open on Thursdays?", [table])
+    assert ex is not None
+    assert "Thursday: Counter hours 08:30–20:00 (extended evening); Last queue ticket 19:30." in (
+        ex.text
+    )
+    assert "Thursday | 08:30–20:00 (extended evening) | 19:30" in ex.sentences  # verbatim rows
+    assert readable("Sunday | closed | —", table) == "Sunday: Counter hours closed."
+    zh = "| 日期 | 窗口办理时间 | 最晚取号 |\n|---|---|---|\n| 周四 | 8:30–20:00 | 19:30 |"
+    shown = readable("周四 | 8:30–20:00 | 19:30", zh)
+    assert shown == "周四：窗口办理时间 8:30–20:00，最晚取号 19:30。"
+    assert readable("Prose stays as it is.", table) == "Prose stays as it is."
+    assert readable("A | B", table) == "A | B"  # not a row of this table
