@@ -56,13 +56,28 @@ _STATES = {
     ),
 }
 
-TYPES = tuple(_QUESTION)
+# "Do I have to pay for it?" is answered by "free of charge" as well as by an amount; "How
+# much is it?" is not answered by "free passport photos" (the photos are not what is asked).
+_STATES["charge"] = re.compile(
+    _STATES["money"].pattern + r"|\bfree\b|no charge|no fee|免费|不收费|不收取",
+    re.I,
+)
+_CJK_CHAR = re.compile(r"[\u3400-\u9fff]")
+
+TYPES = (*_QUESTION, "charge")
 
 
 def answer_type(question: str) -> str | None:
-    """The kind of answer ``question`` asks for (money, place, time, number), or None."""
+    """The kind of answer ``question`` asks for (money, place, time, number; "charge" for a
+    yes/no question about paying), or None."""
+    from .check import is_yes_no_question
+
     for name, rx in _QUESTION.items():
         if rx.search(question):
+            if name == "money":
+                lang = "zh" if _CJK_CHAR.search(question) else "en"
+                if is_yes_no_question(question, lang):
+                    return "charge"
             return name
     return None
 
@@ -91,7 +106,7 @@ _ASKING_WORDS = {
 
 def asking_words(kind: str | None) -> frozenset[str]:
     """The question's words that ask for an answer of ``kind`` rather than name its subject."""
-    return _ASKING_WORDS.get(kind or "", frozenset())
+    return _ASKING_WORDS.get("money" if kind == "charge" else kind or "", frozenset())
 
 
 # "How many terminals ...?", "有几台自助终端？": the counted thing is the question's focus; a

@@ -484,3 +484,24 @@ def test_a_quoted_table_row_is_shown_with_its_column_names():
     assert shown == "周四：窗口办理时间 8:30–20:00，最晚取号 19:30。"
     assert readable("Prose stays as it is.", table) == "Prose stays as it is."
     assert readable("A | B", table) == "A | B"  # not a row of this table
+
+
+def test_do_i_have_to_pay_is_answered_by_free_of_charge_how_much_is_not():
+    from runtime.answer.answer_type import answer_type, states
+
+    assert answer_type("Do I have to pay for that?") == "charge"
+    assert answer_type("社保卡补办要收费吗？") == "charge"
+    assert answer_type("How much is a passport?") == "money"
+    assert states("All interpreter services are free of charge.", "charge")
+    assert not states("All interpreter services are free of charge.", "money")
+    assert states("护照收费120元。", "charge") and states("护照收费120元。", "money")
+    passages = [
+        "Interpreter services\n\nAll interpreter services are free of charge. Book a day ahead.",
+        "Passport application\n\nThe fee is 120 yuan and processing takes 7 working days.",
+    ]
+    ex = best_extract(
+        "Is there someone who can translate for me? Do I have to pay for that?",
+        passages,
+        focus="Do I have to pay for that?",
+    )
+    assert ex is not None and "free of charge" in ex.text
