@@ -235,13 +235,15 @@ class SpeechSection(Section):
     escalate_logprob: float = Field(default=-0.35, ge=-10.0, le=0.0)
     vad_trim: bool = True  # trim silence from files with Silero VAD before decoding
     vad_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
-    # Audio kept around speech when trimming files.
+    # Audio kept around speech when trimming files; the audio a streaming decode sees after speech.
     vad_pad_ms: int = Field(default=300, ge=0, le=2000)
     prompt_max_chars: int = Field(default=160, ge=0, le=800)  # pack vocabulary prompt
     number_form: Literal["arabic", "keep"] = "arabic"  # how numbers are shown and matched
     # Streaming (WebSocket): 16 kHz mono s16le chunks.
     endpoint_silence_ms: int = Field(default=500, ge=100, le=5000)
-    speculate_ms: int = Field(default=128, ge=0, le=5000)  # start the final decode early (0: off)
+    # Start the final decode after this much trailing silence (0: off); the decoder sees the speech
+    # plus vad_pad_ms, this much of it real silence and the rest digital silence (docs/speech.md).
+    speculate_ms: int = Field(default=32, ge=0, le=5000)
     # Streaming finals are redone the reference way only below this (files: escalate_logprob).
     stream_escalate_logprob: float = Field(default=-0.5, ge=-10.0, le=0.0)
     # 1200: a partial decode still running when speech ends delays the final (docs/speech.md)

@@ -263,6 +263,11 @@ class AudioStreamError(AudioError):
     """A streaming session was used wrongly (audio after the end, odd byte count)."""
 
 
+class DecodeCancelledError(AudioStreamError):
+    """A streaming decode was called off because its audio went stale (the visitor spoke on);
+    internal to the session, never sent to a client."""
+
+
 # --- answers -----------------------------------------------------------------------
 
 

@@ -86,11 +86,17 @@ def _replay(transcriber, cfg, audio, language: str | None, as_json: bool) -> Non
     import numpy as np
 
     from runtime.speech.audio import float_to_pcm16
-    from runtime.speech.streaming import StreamingSession, StreamSettings
+    from runtime.speech.streaming import InlineExecutor, StreamingSession, StreamSettings
 
     settings = StreamSettings.from_config(cfg.speech)
     clock = [0.0]  # a replay is paced by the audio, not the wall clock
-    session = StreamingSession(transcriber, settings, clock=lambda: clock[0], language=language)
+    session = StreamingSession(
+        transcriber,
+        settings,
+        clock=lambda: clock[0],
+        language=language,
+        executor=InlineExecutor(),  # faster than real time: decode in step with the audio
+    )
     tail = np.zeros(int(16000 * (settings.endpoint_silence_ms / 1000 + 0.2)), np.float32)
     pcm = float_to_pcm16(np.concatenate([audio, tail])).tobytes()
     step = 640  # 20 ms
@@ -99,6 +105,7 @@ def _replay(transcriber, cfg, audio, language: str | None, as_json: bool) -> Non
         clock[0] += step / 32000
         events.extend(session.feed(pcm[i : i + step]))
     final = session.end()
+    session.close()
     if final.text or not any(e.kind == "final" for e in events):
         events.append(final)
     for e in events:

@@ -47,6 +47,7 @@ import numpy as np
 from runtime.errors import (
     AudioLimitError,
     BackendUnavailableError,
+    DecodeCancelledError,
     InferenceError,
     ModelNotPreparedError,
 )
@@ -57,6 +58,8 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 VARIANT = "ct2-int8"
 FULL_WINDOW = 3000  # mel frames in whisper's trained 30 s window
+# Tokens per cancellable step of a streaming partial (docs/speech.md: 12 cost more).
+PREVIEW_STEP = 24
 _NOT_WORD = re.compile(r"[\W_]+")
 _REPEAT = re.compile(r"(\w{4,}?)\1")
 
@@ -201,6 +204,14 @@ def is_prompt_echo(text: str, prompt: str | None) -> bool:
     strip = str.maketrans("", "", "、，,。.!！?？ ")
     t, p = text.translate(strip), prompt.translate(strip)
     return len(t) >= 4 and t in p
+
+
+def _check_cancel(cancel) -> None:
+    if cancel is not None and cancel.is_set():
+        raise DecodeCancelledError(
+            "speech decode called off: the utterance went on",
+            hint="internal to streaming sessions; nothing to do",
+        )
 
 
 @dataclass
@@ -417,6 +428,58 @@ class WhisperTranscriber(Transcriber):
                 return True
         return False
 
+    def _preview_segments(self, encoder_output, tokenizer, prompt, s, speech_seconds, cancel):
+        """Greedy decoding in steps of ``PREVIEW_STEP`` tokens, checking ``cancel`` between
+        steps, for streaming partials.
+
+        CTranslate2 cannot stop a ``generate`` call, and a partial still decoding when the
+        visitor stops delayed the final by the rest of it (up to ~0.6 s of decoder time on the
+        8.7 s English clip). Each step continues from the tokens so far (greedy decoding gives the
+        same tokens whether or not it is split: tests/integration/test_asr_real.py); a step costs
+        one more pass over the prefix and the encoder output (~150 ms on 2 cores), so the step is
+        large enough that a Mandarin question's partial is one call.
+        """
+        from types import SimpleNamespace
+
+        from faster_whisper.transcribe import get_compression_ratio
+
+        model = self._model
+        previous = tokenizer.encode(" " + prompt.strip()) if prompt else []
+        base = model.get_prompt(tokenizer, previous, without_timestamps=True)
+        limit = min(s.max_new_tokens or 128, int(10 * speech_seconds) + 10)
+        tokens: list[int] = []
+        while len(tokens) < limit:
+            _check_cancel(cancel)
+            step = min(PREVIEW_STEP, limit - len(tokens))
+            prompt_ids = base + tokens
+            result = model.model.generate(
+                encoder_output,
+                [prompt_ids],
+                beam_size=1,
+                # CTranslate2 (4.x) counts the tokens already decoded against max_length more than
+                # once; this bound was measured to allow at least `step` new tokens
+                max_length=len(prompt_ids) + len(tokens) + 2 * step,
+                suppress_blank=not tokens,
+                suppress_tokens=[-1],
+            )[0]
+            # CTranslate2 returns the tokens after the start sequence: ours so far, then new ones
+            new = result.sequences_ids[0][len(tokens) :]
+            tokens.extend(new)
+            if len(new) < step:  # stopped before the bound: the end-of-text token came
+                break
+        text = tokenizer.decode(tokens).strip()  # drops special tokens, as faster-whisper does
+        return [
+            SimpleNamespace(
+                start=0.0,
+                end=speech_seconds,
+                text=text,
+                tokens=tokens,
+                avg_logprob=0.0,  # not computed for previews (never escalated)
+                temperature=0.0,
+                compression_ratio=get_compression_ratio(text) if text else 0.0,
+            )
+        ]
+
     # -- the one job --------------------------------------------------------------------
     def transcribe_timed(
         self,
@@ -428,6 +491,7 @@ class WhisperTranscriber(Transcriber):
         escalate: bool = True,
         reference: bool = False,
         preview: bool = False,
+        cancel=None,
     ) -> TimedTranscript:
         """Transcribe 16 kHz mono float32 audio, reporting the time spent in each stage.
 
@@ -436,6 +500,9 @@ class WhisperTranscriber(Transcriber):
         then says whether it was ``unsure``. ``reference=True`` runs only the reference decode
         (a streaming final whose early fast decode was unsure). ``preview=True`` is for partial
         transcripts while the visitor speaks: the short window for every language, no escalation.
+        ``cancel`` (a threading.Event, from a streaming session) is checked after the encoder and
+        before a redo: once it is set the decode stops with DecodeCancelledError, so a stale early
+        decode gives the worker back instead of finishing.
         """
         from faster_whisper.tokenizer import Tokenizer
 
@@ -488,6 +555,7 @@ class WhisperTranscriber(Transcriber):
                 else:
                     language, probs = self.choose_language(encoder_output)
             t2 = time.perf_counter()
+            _check_cancel(cancel)
             if prompt is None and s.fixed_encode:
                 prompt = self._prompts.get(language)
             tokenizer = Tokenizer(
@@ -496,11 +564,29 @@ class WhisperTranscriber(Transcriber):
                 task="transcribe",
                 language=language,
             )
-            segments = list(
-                model.generate_segments(
-                    features, tokenizer, self._options(prompt, s), False, encoder_output
+            if preview and cancel is not None and encoder_output is not None and PREVIEW_STEP:
+                segments = self._preview_segments(
+                    encoder_output, tokenizer, prompt, s, speech_seconds, cancel
                 )
-            )
+                ratio = s.compression_ratio_threshold
+                if ratio and segments[0].compression_ratio > ratio and len(s.temperatures) > 1:
+                    # a loop: what faster-whisper does next, its temperature fallback
+                    hotter = dataclasses.replace(s, temperatures=s.temperatures[1:])
+                    segments = list(
+                        model.generate_segments(
+                            features,
+                            tokenizer,
+                            self._options(prompt, hotter),
+                            False,
+                            encoder_output,
+                        )
+                    )
+            else:
+                segments = list(
+                    model.generate_segments(
+                        features, tokenizer, self._options(prompt, s), False, encoder_output
+                    )
+                )
             avg_logprob = min((seg.avg_logprob for seg in segments), default=0.0)
             wrong = self._looks_wrong(segments, speech_seconds)
             unsure = wrong or self._unsure(segments, s)
@@ -515,6 +601,7 @@ class WhisperTranscriber(Transcriber):
                     "".join(seg.text for seg in segments)[:80],
                     avg_logprob,
                 )
+                _check_cancel(cancel)
                 escalated, unsure = True, False
                 if window != FULL_WINDOW:
                     window = FULL_WINDOW

@@ -356,8 +356,12 @@ def pcm16_to_float(data: bytes | bytearray | memoryview) -> np.ndarray:
 
 
 def float_to_pcm16(samples: np.ndarray) -> np.ndarray:
-    """float32 in [-1, 1] → int16 (clipped)."""
-    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16)
+    """float32 in [-1, 1] → int16 (clipped), the inverse of :func:`pcm16_to_float`: audio read
+    from 16-bit PCM goes back to the same samples (a replay through the streaming socket then
+    hears exactly what the file path heard; truncating at × 32767 moved every sample and
+    changed whisper's transcript of one benchmark clip)."""
+    scaled = np.rint(np.asarray(samples, np.float32) * 32768.0)
+    return np.clip(scaled, -32768, 32767).astype(np.int16)
 
 
 def normalize_loudness(

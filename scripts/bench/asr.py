@@ -25,10 +25,17 @@ pooled, after script and number normalisation). For the streaming path
 by the wall clock through :class:`StreamingSession` (Silero VAD, partials, the
 early final decode); the latency is from the clip's last speech window to the
 final transcript, which includes the endpoint's wait for silence
-(``[speech] endpoint_silence_ms``).
+(``[speech] endpoint_silence_ms``). Per clip it prints where that time went:
+VAD lag (windows still above the hysteresis threshold after the last speech
+window), a decode still running at the end of speech (and which kind), when
+the early final decode started and how long its encoder and decoder took, the
+wait after it, redos, decodes called off, and premature endpoints (more than
+one final for a one-question clip; every final's text is scored, so a cut
+question also costs errors).
 
     .venv/bin/python scripts/bench/asr.py
     .venv/bin/python scripts/bench/asr.py --reps 5 --min-s 0 --max-s 12
+    .venv/bin/python scripts/bench/asr.py --settings none --preview-step 12   # streaming only
 
 Prints a table; writes bench-results/asr.json (or --out) with the machine facts and
 the load average before and after (the box may be shared: wall times drift with
@@ -87,75 +94,153 @@ def _timed(fn):
 
 
 def _stream_realtime(tr, settings, clips, args) -> dict[str, Any]:
-    """End of speech → final transcript, measured on the wall clock with a paced sender."""
+    """End of speech → final transcript, measured on the wall clock with a paced sender, and where
+    the time went, per clip."""
+    import threading
+
+    from runtime.errors import DecodeCancelledError
     from runtime.speech.normalize import error_rate
     from runtime.speech.streaming import StreamingSession
-    from runtime.speech.vad import WINDOW, speech_probabilities
+    from runtime.speech.vad import WINDOW, WINDOW_MS, speech_probabilities
 
-    eos, errors, partials_first, per_clip = [], [], 0, {}
-    early_start, early_ms, final_extra, busy_at_end = [], [], [], []
-    calls: list[tuple[float, float, bool]] = []  # wall start, wall end, reference decode
+    eos, errors, partials_first, per_clip, rows = [], [], 0, {}, []
+    calls: list[dict[str, Any]] = []  # every decode: wall start/end, kind, cancelled, split
+    lock = threading.Lock()
     timed = tr.transcribe_timed
 
     def logged(audio, **kw):
-        t = time.perf_counter()
-        result = timed(audio, **kw)
-        calls.append((t, time.perf_counter(), bool(kw.get("reference") or result.escalated)))
+        kind = "reference" if kw.get("reference") else ("preview" if kw.get("preview") else "fast")
+        call = {"start": time.perf_counter(), "kind": kind, "cancelled": False}
+        try:
+            result = timed(audio, **kw)
+        except DecodeCancelledError:
+            call["cancelled"] = True
+            raise
+        finally:
+            call["end"] = time.perf_counter()
+            with lock:
+                calls.append(call)
+        call.update(
+            encode_ms=result.encode_ms, decode_ms=result.decode_ms, escalated=result.escalated
+        )
         return result
 
     tr.transcribe_timed = logged
     for clip in clips:
         probs = speech_probabilities(clip["audio"])
-        speech_end_s = (int(np.nonzero(probs >= settings.threshold)[0][-1]) + 1) * WINDOW / 16000
+        last = int(np.nonzero(probs >= settings.threshold)[0][-1])
+        first_silent = last + 1
+        while first_silent < probs.size and probs[first_silent] >= settings.neg_threshold:
+            first_silent += 1
+        speech_end_s = (last + 1) * WINDOW / 16000
+        # VAD lag: windows still above the hysteresis threshold after the last speech window
+        vad_lag_ms = (first_silent - last - 1) * WINDOW_MS
         for _ in range(args.reps):
             session = StreamingSession(tr, settings)
-            calls.clear()
+            with lock:
+                calls.clear()
             audio = np.concatenate([clip["audio"], np.zeros(24000, np.float32)])
             t0 = time.perf_counter()
-            final_at, kinds = None, []
+            finals, kinds = [], []
             for n, i in enumerate(range(0, audio.size, 320)):
                 delay = t0 + (n + 1) * 0.02 - time.perf_counter()
                 if delay > 0:
                     time.sleep(delay)
                 for event in session.feed_samples(audio[i : i + 320]):
                     kinds.append(event.kind)
-                    if event.kind == "final" and final_at is None:
-                        final_at = time.perf_counter()
-                        errors.append((clip["reference"], event.text, clip["lang"]))
-                        per_clip.setdefault(
-                            clip["file"],
-                            error_rate(clip["reference"], event.text, clip["lang"]).errors,
-                        )
-                if final_at is not None:
-                    break
-            if final_at is None:
+                    if event.kind == "final":
+                        finals.append((time.perf_counter(), event))
+            cancelled = session.cancelled_decodes
+            session.close()
+            if not finals:
                 continue
+            final_at = finals[-1][0]
+            text = (
+                " ".join(e.text for _, e in finals)
+                if clip["lang"] == "en"
+                else "".join(e.text for _, e in finals)
+            )
+            errors.append((clip["reference"], text, clip["lang"]))
+            per_clip.setdefault(
+                clip["file"], error_rate(clip["reference"], text, clip["lang"]).errors
+            )
             end = t0 + speech_end_s
-            eos.append((final_at - end) * 1e3)
+            latency = (final_at - end) * 1e3
+            eos.append(latency)
             partials_first += "partial" in kinds[: kinds.index("final")]
-            # where the time went: a decode running when speech ended (a partial), the start and
-            # length of the early final decode, and what the final added after it (a redo)
-            after = [c for c in calls if c[0] >= end and not c[2]]
-            busy_at_end.append(max([(c[1] - end) * 1e3 for c in calls if c[0] < end] + [0.0]))
-            if after:
-                early_start.append((after[0][0] - end) * 1e3)
-                early_ms.append((after[0][1] - after[0][0]) * 1e3)
-                final_extra.append((final_at - after[0][1]) * 1e3)
+            with lock:
+                done = [c for c in calls if "end" in c]
+            running = [c for c in done if c["start"] < end < c["end"]]
+            busy = max([(c["end"] - end) * 1e3 for c in running] + [0.0])
+            busy_kind = ",".join(sorted({c["kind"] for c in running})) or "-"
+            early = [c for c in done if c["start"] >= end and c["kind"] == "fast"]
+            e0 = early[0] if early else None
+            rows.append(
+                {
+                    "file": clip["file"],
+                    "latency_ms": latency,
+                    "vad_lag_ms": vad_lag_ms,
+                    "busy_at_end_ms": busy,
+                    "busy_kind": busy_kind,
+                    "early_start_ms": (e0["start"] - end) * 1e3 if e0 else float("nan"),
+                    "early_ms": (e0["end"] - e0["start"]) * 1e3 if e0 else float("nan"),
+                    "encode_ms": e0.get("encode_ms", float("nan")) if e0 else float("nan"),
+                    "decode_ms": e0.get("decode_ms", float("nan")) if e0 else float("nan"),
+                    "after_early_ms": (final_at - e0["end"]) * 1e3 if e0 else float("nan"),
+                    "redo": any(c["kind"] == "reference" for c in done if c["start"] >= end),
+                    "cancelled": cancelled,
+                    "premature_endpoints": len(finals) - 1,
+                }
+            )
     tr.transcribe_timed = timed
+
+    def med(key, subset=rows):
+        return _pct([r[key] for r in subset if r[key] == r[key]], 50)
+
+    per_clip_rows = {}
+    for clip in clips:
+        mine = [r for r in rows if r["file"] == clip["file"]]
+        per_clip_rows[clip["file"]] = {
+            "latency_ms_each": [round(r["latency_ms"]) for r in mine],
+            **{
+                k: med(k, mine)
+                for k in (
+                    "vad_lag_ms",
+                    "busy_at_end_ms",
+                    "early_start_ms",
+                    "early_ms",
+                    "encode_ms",
+                    "decode_ms",
+                    "after_early_ms",
+                )
+            },
+            "redos": sum(r["redo"] for r in mine),
+            "busy_kinds": [r["busy_kind"] for r in mine],
+            "cancelled_decodes": sum(r["cancelled"] for r in mine),
+            "premature_endpoints": sum(r["premature_endpoints"] for r in mine),
+            "errors": per_clip.get(clip["file"]),
+        }
     return {
         "latency_ms_p50": _pct(eos, 50),
         "latency_ms_p95": _pct(eos, 95),
         "breakdown_ms_p50": {
-            "decode_busy_at_end_of_speech": _pct(busy_at_end, 50),
-            "end_of_speech_to_early_decode": _pct(early_start, 50),
-            "early_decode": _pct(early_ms, 50),
-            "early_decode_to_final": _pct(final_extra, 50),
+            "vad_lag": med("vad_lag_ms"),
+            "decode_busy_at_end_of_speech": med("busy_at_end_ms"),
+            "end_of_speech_to_early_decode": med("early_start_ms"),
+            "early_decode": med("early_ms"),
+            "early_decode_encoder": med("encode_ms"),
+            "early_decode_decoder": med("decode_ms"),
+            "early_decode_to_final": med("after_early_ms"),
         },
+        "per_clip": per_clip_rows,
         "latency_ms_each": [round(x) for x in eos],
         "endpoint_silence_ms": settings.endpoint_silence_ms,
         "speculate_ms": settings.speculate_ms,
+        "tail_ms": settings.tail_ms,
         "finals": len(eos),
         "finals_with_partial_first": partials_first,
+        "premature_endpoints": sum(r["premature_endpoints"] for r in rows),
+        "redos": sum(r["redo"] for r in rows),
         "error_rate": _rates(errors),
         "errors_per_clip": per_clip,
         "calls": len(eos),
@@ -179,6 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--settings", default="plain,project,project-noesc,project-beam5,project-30s")
     ap.add_argument("--no-stream", action="store_true", help="skip the real-time streaming replay")
+    ap.add_argument(
+        "--preview-step",
+        type=int,
+        default=None,
+        help="tokens per cancellable step of a streaming partial (0: one uncancellable call)",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "asr.json")
     args = ap.parse_args(argv)
 
@@ -197,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = load_config()
     cfg.devices.threads = args.threads
+    if args.preview_step is not None:
+        import runtime.inference.transcribe_whisper as tw
+
+        tw.PREVIEW_STEP = args.preview_step
     clips = _clips(args.data, args.min_s, args.max_s)
     if not clips:
         print(f"no clips between {args.min_s} and {args.max_s} s in {args.data}", file=sys.stderr)
@@ -233,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         "project-beam5": run_project(dataclasses.replace(project, beam_size=5), "project-beam5"),
         "project-30s": run_project(dataclasses.replace(project, short_window=False), "project-30s"),
     }
-    chosen = [s for s in args.settings.split(",") if s in runners]
+    chosen = [s for s in args.settings.split(",") if s in runners]  # "none": streaming only
     for clip in clips[:1]:  # warm-up: first calls pay for allocations and the VAD session
         for name in chosen:
             runners[name](clip["audio"])
@@ -309,13 +404,32 @@ def main(argv: list[str] | None = None) -> int:
         if "escalated_calls" in r:
             print(f"{name}: {r['escalated_calls']} of {r['calls']} calls redone the reference way")
     if "streaming" in results:
-        b = results["streaming"]["breakdown_ms_p50"]
+        st = results["streaming"]
+        b = st["breakdown_ms_p50"]
         print(
-            "streaming, p50 ms after end of speech: decode still running "
+            f"\nstreaming (endpoint {st['endpoint_silence_ms']} ms, early decode after "
+            f"{st['speculate_ms']} ms of silence, tail {st['tail_ms']} ms), p50 ms after the end "
+            f"of speech: VAD lag {b['vad_lag']:.0f}, decode still running "
             f"{b['decode_busy_at_end_of_speech']:.0f}, early final decode starts "
-            f"{b['end_of_speech_to_early_decode']:.0f}, takes {b['early_decode']:.0f}, "
-            f"final {b['early_decode_to_final']:.0f} after it"
+            f"{b['end_of_speech_to_early_decode']:.0f}, takes {b['early_decode']:.0f} (encoder "
+            f"{b['early_decode_encoder']:.0f}, decoder {b['early_decode_decoder']:.0f}), final "
+            f"{b['early_decode_to_final']:.0f} after it; {st['redos']} redos, "
+            f"{st['premature_endpoints']} premature endpoints in {st['finals']} utterances"
         )
+        print(
+            f"{'clip':44s} {'latency ms each':>18s} {'lag':>4s} {'busy':>5s} {'start':>5s} "
+            f"{'early':>5s} {'enc':>4s} {'dec':>4s} {'after':>5s} {'redo':>4s} {'canc':>4s} "
+            f"{'cut':>3s} {'err':>3s}"
+        )
+        for file, r in st["per_clip"].items():
+            each = ",".join(str(x) for x in r["latency_ms_each"])
+            print(
+                f"{file[:44]:44s} {each:>18s} {r['vad_lag_ms']:4.0f} {r['busy_at_end_ms']:5.0f} "
+                f"{r['early_start_ms']:5.0f} {r['early_ms']:5.0f} {r['encode_ms']:4.0f} "
+                f"{r['decode_ms']:4.0f} {r['after_early_ms']:5.0f} {r['redos']:4d} "
+                f"{r['cancelled_decodes']:4d} {r['premature_endpoints']:3d} {r['errors']!s:>3s}"
+                f"  busy: {','.join(r['busy_kinds'])}"
+            )
     facts = {
         "machine": {
             "platform": platform.platform(),

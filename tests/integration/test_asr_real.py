@@ -120,12 +120,15 @@ def test_too_long_audio_is_refused_before_decoding(transcriber):
 
 
 def test_streaming_partials_then_final_on_silence_alone(transcriber, clips):
-    from runtime.speech.streaming import StreamingSession, StreamSettings
+    from runtime.speech.streaming import InlineExecutor, StreamingSession, StreamSettings
 
     name, lang, reference, audio = next(c for c in clips if c[0].startswith("en/wenet_librispeech"))
     clock = [0.0]
     session = StreamingSession(
-        transcriber, StreamSettings(partial_interval_ms=2500), clock=lambda: clock[0]
+        transcriber,
+        StreamSettings(partial_interval_ms=2500),
+        clock=lambda: clock[0],
+        executor=InlineExecutor(),  # decodes inside feed(): the fast replay below stays in step
     )
     pcm = float_to_pcm16(np.concatenate([audio, np.zeros(16000, np.float32)])).tobytes()
     events = []
@@ -138,6 +141,9 @@ def test_streaming_partials_then_final_on_silence_alone(transcriber, clips):
     assert "final" in kinds, "the utterance did not end on silence"  # no end() call was made
     first_final = kinds.index("final")
     assert "partial" in kinds[:first_final]
+    # partials decode in cancellable steps; one looped ("the dreams, the dreams, ...") until the
+    # step decoder learnt faster-whisper's temperature fallback
+    assert all(len(e.text) <= len(reference) + 20 for e in events if e.kind == "partial")
     final = events[first_final]
     assert final.reason == "silence"
     assert final.at_s < audio.size / 16000 + 1.0
@@ -159,3 +165,84 @@ def test_cli_transcribe(shared_data, model_cache):
         out["language"] == "zh"
         and error_rate("我有的时候说不清楚你们知道吗", out["text"], "zh").rate <= 0.15
     )
+
+
+def test_streaming_cut_makes_no_more_mandarin_errors_than_the_file_path(transcriber, clips):
+    """Every Mandarin clip through the session (socket bytes, as the UI sends them): the stream's
+    cut (256 ms pre-roll, speech, 300 ms tail) against the file path's VAD trim, pooled."""
+    from runtime.speech.streaming import InlineExecutor, StreamingSession, StreamSettings
+
+    stream_errors = file_errors = 0
+    for name, lang, reference, audio in (c for c in clips if c[1] == "zh"):
+        clock = [0.0]
+        session = StreamingSession(
+            transcriber,
+            StreamSettings(),
+            clock=lambda clock=clock: clock[0],
+            executor=InlineExecutor(),
+        )
+        pcm = float_to_pcm16(np.concatenate([audio, np.zeros(16000, np.float32)])).tobytes()
+        finals = []
+        for i in range(0, len(pcm), 640):
+            clock[0] += 0.02
+            finals += [e for e in session.feed(pcm[i : i + 640]) if e.kind == "final"]
+        assert [f.reason for f in finals] == ["silence"], name  # one question, not cut short
+        stream = error_rate(reference, finals[0].text, lang).errors
+        file = error_rate(reference, transcriber.transcribe(audio).text, lang).errors
+        print(f"{name}: stream {stream} ({finals[0].text}), file {file}")
+        stream_errors, file_errors = stream_errors + stream, file_errors + file
+    assert stream_errors <= file_errors
+
+
+def test_streaming_in_real_time_reuses_the_early_decode(transcriber, clips):
+    """A Mandarin clip paced like a microphone through the session's worker thread: the early
+    final decode, started on the first silent window, is the final (no second decode)."""
+    import time
+
+    from runtime.speech.streaming import StreamingSession, StreamSettings
+
+    name, lang, reference, audio = next(c for c in clips if c[0].startswith("zh/fireredasr_BAC"))
+    kinds: list[str] = []
+    timed = transcriber.transcribe_timed
+
+    def counting(samples, **kw):
+        kinds.append("preview" if kw.get("preview") else "final")
+        return timed(samples, **kw)
+
+    session = StreamingSession(transcriber, StreamSettings())
+    session.transcriber = type("T", (), {"transcribe_timed": staticmethod(counting)})()
+    pcm = float_to_pcm16(np.concatenate([audio, np.zeros(16000, np.float32)])).tobytes()
+    events = []
+    t0 = time.perf_counter()
+    try:
+        for n, i in enumerate(range(0, len(pcm), 640)):
+            time.sleep(max(0.0, t0 + (n + 1) * 0.02 - time.perf_counter()))
+            events.extend(session.feed(pcm[i : i + 640]))
+    finally:
+        session.close()
+    finals = [e for e in events if e.kind == "final"]
+    print(f"{name}: {[(e.kind, e.text) for e in events]}")
+    assert len(finals) == 1 and finals[0].reason == "silence"
+    assert kinds.count("final") == 1  # the early decode was the final
+    assert error_rate(reference, finals[0].text, lang).errors <= 1
+
+
+def test_a_cancellable_partial_decodes_the_same_and_stops_when_called_off(transcriber, clips):
+    """Streaming partials decode in cancellable steps: the same text as one greedy call, and a
+    set cancel flag stops the decode with DecodeCancelledError instead of finishing it."""
+    import threading
+
+    from runtime.errors import DecodeCancelledError
+
+    for name, _lang, _reference, audio in clips[:3]:
+        audio = audio[: 16000 * 9]
+        whole = transcriber.transcribe_timed(audio, preview=True).transcript.text
+        stepped = transcriber.transcribe_timed(
+            audio, preview=True, cancel=threading.Event()
+        ).transcript.text
+        print(f"{name}: {whole!r} / {stepped!r}")
+        assert stepped == whole
+    called_off = threading.Event()
+    called_off.set()
+    with pytest.raises(DecodeCancelledError):
+        transcriber.transcribe_timed(clips[0][3][: 16000 * 9], preview=True, cancel=called_off)

@@ -15,6 +15,7 @@ from runtime.errors import AudioError, AudioFormatError, AudioLimitError
 from runtime.speech.audio import (
     AudioLimits,
     decode_bytes,
+    float_to_pcm16,
     parse_flac_header,
     pcm16_to_float,
     probe,
@@ -240,6 +241,17 @@ def test_oversized_file_refused_without_reading(tmp_path):
 def test_missing_file_is_a_typed_error(tmp_path):
     with pytest.raises(AudioFormatError, match="does not exist"):
         read_audio_file(tmp_path / "nope.wav", LIMITS)
+
+
+def test_pcm16_round_trip_gives_back_the_same_samples():
+    every = np.arange(-32768, 32768, dtype=np.int16)
+    back = float_to_pcm16(pcm16_to_float(every.tobytes()))
+    assert np.array_equal(back, every)  # a socket replay of a 16-bit file hears the file exactly
+    assert float_to_pcm16(np.array([2.0, -2.0, 0.49999], np.float32)).tolist() == [
+        32767,
+        -32768,
+        16384,
+    ]
 
 
 def test_raw_pcm_needs_whole_samples():

@@ -6,13 +6,15 @@ The real Silero VAD and whisper run the same session in tests/integration/test_a
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from runtime.errors import AudioFormatError, AudioLimitError, AudioStreamError
 from runtime.inference.base import Transcriber, Transcript
 from runtime.speech.audio import float_to_pcm16
-from runtime.speech.streaming import SpeechEvent, StreamingSession, StreamSettings
+from runtime.speech.streaming import InlineExecutor, SpeechEvent, StreamingSession, StreamSettings
 
 RATE = 16000
 
@@ -74,7 +76,9 @@ def make(settings: StreamSettings | None = None):
     clock = Clock()
     tr = CountingTranscriber()
     return (
-        StreamingSession(tr, settings or StreamSettings(), vad=energy_vad, clock=clock),
+        StreamingSession(
+            tr, settings or StreamSettings(), vad=energy_vad, clock=clock, executor=InlineExecutor()
+        ),
         tr,
         clock,
     )
@@ -97,18 +101,31 @@ def test_partials_come_before_the_final_and_silence_ends_the_utterance():
     assert partial_lengths == sorted(partial_lengths)
 
 
-def test_final_audio_has_pre_roll_and_a_short_tail_only():
+def test_final_audio_has_pre_roll_and_a_fixed_tail_of_real_then_digital_silence():
     settings = StreamSettings(
-        partials=False, endpoint_silence_ms=640, pre_roll_ms=256, tail_keep_ms=192
+        partials=False, endpoint_silence_ms=640, pre_roll_ms=256, speculate_ms=64, tail_ms=300
     )
     session, tr, clock = make(settings)
-    run(session, clock, np.concatenate([silence(1.0), speech(1.0), silence(1.0)]))
-    (audio,) = tr.calls
-    # 1.0 s of speech (rounded to whole 32 ms windows) + 256 ms pre-roll + 192 ms tail
-    assert 1.0 + 0.256 + 0.192 - 0.04 <= audio.size / RATE <= 1.0 + 0.256 + 0.192 + 0.04
-    assert (
-        np.abs(audio[: int(0.2 * RATE)]).max() == 0.0
-    )  # the pre-roll is the silence before speech
+    noise = np.random.default_rng(0).normal(0, 0.01, int(1.0 * RATE)).astype(np.float32)
+    run(session, clock, np.concatenate([silence(1.0), speech(1.0), noise]))
+    (audio,) = tr.calls  # the early decode, reused by the endpoint
+    # 1.0 s of speech (rounded to whole 32 ms windows) + 256 ms pre-roll + 300 ms tail
+    assert 1.0 + 0.256 + 0.3 - 0.04 <= audio.size / RATE <= 1.0 + 0.256 + 0.3 + 0.04
+    assert np.abs(audio[: int(0.2 * RATE)]).max() == 0.0  # the pre-roll is the silence before
+    tail = audio[-int(0.3 * RATE) :]
+    # the first 64 ms of the tail are the real (noisy) silence, the rest is digital silence
+    assert np.abs(tail[: int(0.06 * RATE)]).max() > 0.0
+    assert np.abs(tail[-int(0.3 * RATE) + 64 * 16 + 32 * 16 :]).max() == 0.0
+
+
+def test_release_decodes_the_same_audio_as_the_endpoint_would():
+    settings = StreamSettings(partials=False, speculate_ms=0, tail_ms=300)
+    session, tr, clock = make(settings)
+    run(session, clock, np.concatenate([speech(1.0), silence(0.3)]))
+    session.end()
+    session2, tr2, clock2 = make(dataclasses.replace(settings, endpoint_silence_ms=320))
+    run(session2, clock2, np.concatenate([speech(1.0), silence(0.5)]))
+    assert tr.calls[0].size == tr2.calls[0].size  # speech + 300 ms, whatever ended it
 
 
 def test_two_questions_give_two_finals():
@@ -136,8 +153,9 @@ def test_push_to_talk_release_ends_the_utterance():
     events = run(session, clock, speech(1.5))
     assert [e.kind for e in events] == ["speech_start"]
     final = session.end()
+    # released while speaking: 1.5 s of speech + the 300 ms tail of digital silence
     assert (
-        final.kind == "final" and final.reason == "release" and final.text.startswith("heard 1.5")
+        final.kind == "final" and final.reason == "release" and final.text.startswith("heard 1.8")
     )
 
 
@@ -221,6 +239,10 @@ def test_settings_follow_the_config():
         StreamSettings.from_config(SpeechSection(stream_escalate_logprob=-0.8)).escalate_logprob
         == -0.8
     )
+    # the stream's decoder sees as much audio after the speech as the file path keeps
+    s = StreamSettings.from_config(SpeechSection(vad_pad_ms=200, speculate_ms=64))
+    assert (s.tail_ms, s.speculate_ms) == (200, 64)
+    assert StreamSettings.from_config(SpeechSection()).speculate_ms == 32
 
 
 def test_final_decode_starts_during_the_trailing_silence():
@@ -284,7 +306,11 @@ class UnsureTranscriber(CountingTranscriber):
 def _make_unsure(settings: StreamSettings, logprob: float = -0.9):
     clock = Clock()
     tr = UnsureTranscriber(logprob)
-    return StreamingSession(tr, settings, vad=energy_vad, clock=clock), tr, clock
+    return (
+        StreamingSession(tr, settings, vad=energy_vad, clock=clock, executor=InlineExecutor()),
+        tr,
+        clock,
+    )
 
 
 def test_partials_and_the_early_decode_never_escalate_the_final_does_when_unsure():
@@ -314,16 +340,15 @@ def test_a_moderately_unsure_final_is_kept_in_a_stream():
     assert tr.modes == ["fast"] and not final.text.startswith("sure ")
 
 
-def test_early_decode_starts_once_the_kept_tail_is_complete():
-    settings = StreamSettings(
-        partials=False, speculate_ms=64, tail_keep_ms=128, endpoint_silence_ms=480
-    )
-    session, tr, clock = make(settings)
+def test_early_decode_starts_on_the_first_silent_window_by_default():
+    session, tr, clock = make(StreamSettings(partials=False, endpoint_silence_ms=480))
     events = run(session, clock, np.concatenate([speech(1.5), silence(1.0)]))
     partial = next(e for e in events if e.kind == "partial")
-    # not before 128 ms of silence: the audio to decode must not change after the early decode
-    assert 1.5 + 0.12 <= partial.at_s <= 1.5 + 0.2
+    # one 32 ms window of silence (plus the 20 ms chunking), not 128 ms as before
+    assert 1.5 + 0.03 <= partial.at_s <= 1.5 + 0.07
     assert len(tr.calls) == 1
+    final = events[-1]
+    assert final.kind == "final" and final.text == partial.text and final.compute_ms == 0.0
 
 
 def test_the_final_decode_reuses_the_language_the_partials_heard():
@@ -340,3 +365,121 @@ def test_the_final_decode_reuses_the_language_the_partials_heard():
     run(session, clock, np.concatenate([speech(1.5), silence(1.0)]))
     assert asked[0] is None  # the first partial detects
     assert tr.modes[-2:] == ["fast", "reference"] and asked[-2:] == ["zh", "zh"]
+
+
+class GatedTranscriber(CountingTranscriber):
+    """Blocks every decode until ``gate`` opens, honours ``cancel`` like whisper does after its
+    encoder, and records what it was asked (to test the session's worker thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import threading
+
+        self.gate = threading.Event()
+        self.entered = threading.Semaphore(0)
+        self.kinds: list[str] = []
+        self.cancelled = 0
+
+    def transcribe_timed(
+        self,
+        audio,
+        *,
+        language=None,
+        trim=None,
+        escalate=True,
+        reference=False,
+        preview=False,
+        cancel=None,
+    ):
+        from types import SimpleNamespace
+
+        from runtime.errors import DecodeCancelledError
+
+        self.kinds.append("preview" if preview else "fast")
+        self.entered.release()
+        assert self.gate.wait(10)
+        if cancel is not None and cancel.is_set():
+            self.cancelled += 1
+            raise DecodeCancelledError("called off")
+        transcript = self.transcribe(audio, language=language)
+        return SimpleNamespace(transcript=transcript, unsure=False, avg_logprob=-0.1)
+
+
+def _threaded(settings: StreamSettings):
+    clock = Clock()
+    tr = GatedTranscriber()
+    return StreamingSession(tr, settings, vad=energy_vad, clock=clock), tr, clock
+
+
+def test_early_decode_runs_on_the_worker_and_is_cancelled_when_speech_resumes():
+    session, tr, clock = _threaded(StreamSettings(partials=False, endpoint_silence_ms=480))
+    try:
+        # speech, then a short pause: the early decode starts and feed() does not wait for it
+        events = run(session, clock, np.concatenate([speech(1.0), silence(0.1)]))
+        assert tr.entered.acquire(timeout=5)
+        assert [e.kind for e in events] == ["speech_start"]
+        # the visitor goes on: the early decode (still inside the model) is called off
+        run(session, clock, speech(0.5))
+        assert session.cancelled_decodes == 1
+        tr.gate.set()
+        events = run(session, clock, silence(1.0))
+        finals = [e for e in events if e.kind == "final"]
+        assert tr.cancelled == 1  # the stale decode stopped instead of returning a result
+        # the final covers both parts: speech, the pause, more speech, and the 300 ms tail
+        assert len(finals) == 1 and finals[0].utterance_s > 1.0 + 0.1 + 0.5 + 0.25
+        assert finals[0].text == f"heard {tr.calls[-1].size / RATE:.2f}s"
+    finally:
+        tr.gate.set()
+        session.close()
+
+
+def test_a_partial_running_when_the_silence_starts_is_called_off():
+    settings = StreamSettings(partial_interval_ms=500, endpoint_silence_ms=480)
+    session, tr, clock = _threaded(settings)
+    try:
+        run(session, clock, speech(0.9))  # one partial submitted at ~0.5 s, blocked in the model
+        assert tr.entered.acquire(timeout=5) and tr.kinds == ["preview"]
+        run(session, clock, silence(0.1))  # silence: the early final decode is queued
+        assert session.cancelled_decodes == 1  # ... and the partial is called off
+        tr.gate.set()
+        events = run(session, clock, silence(1.0))
+        final = next(e for e in events if e.kind == "final")
+        assert tr.cancelled == 1 and tr.kinds == ["preview", "fast"]
+        assert final.text == f"heard {tr.calls[-1].size / RATE:.2f}s"
+        assert final.utterance_s > 0.9 + 0.25  # the whole utterance, not the partial's audio
+    finally:
+        tr.gate.set()
+        session.close()
+
+
+def test_partials_are_skipped_while_the_worker_is_busy():
+    settings = StreamSettings(partial_interval_ms=300, endpoint_silence_ms=480)
+    session, tr, clock = _threaded(settings)
+    try:
+        run(session, clock, speech(2.0))  # 6 partial intervals, but the first never finishes
+        assert tr.entered.acquire(timeout=5)
+        assert tr.kinds == ["preview"]  # no backlog of partials queued behind it
+        tr.gate.set()
+        events = run(session, clock, silence(1.0))
+        assert [e.kind for e in events][-1] == "final"
+    finally:
+        tr.gate.set()
+        session.close()
+
+
+def test_the_endpoint_waits_for_a_running_early_decode_instead_of_decoding_again():
+    import threading
+
+    session, tr, clock = _threaded(StreamSettings(partials=False, endpoint_silence_ms=480))
+    try:
+        run(session, clock, np.concatenate([speech(1.0), silence(0.1)]))
+        assert tr.entered.acquire(timeout=5)  # the early decode is inside the model
+        threading.Timer(0.2, tr.gate.set).start()  # ... and finishes after the endpoint
+        events = run(session, clock, silence(0.6))
+        final = next(e for e in events if e.kind == "final")
+        assert tr.kinds == ["fast"]  # one decode: the endpoint took the early one's result
+        assert final.compute_ms > 0  # it was still running when the endpoint came
+        assert final.text == f"heard {tr.calls[-1].size / RATE:.2f}s"
+    finally:
+        tr.gate.set()
+        session.close()
