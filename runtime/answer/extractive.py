@@ -211,9 +211,6 @@ class Extract:
     passage_index: int  # which passage (0-based, in the order given)
     text: str  # the quoted sentences, in source order
     score: float  # IDF-weighted term overlap of the best sentence (0..1), for ranking
-    coverage: float = (
-        0.0  # plain share of the question's terms in the quote (0..1), for the relevance gate
-    )
     sentences: tuple[str, ...] = ()  # the quoted sentences, one by one (table rows whole)
 
 
@@ -338,9 +335,7 @@ def best_extract(
         text = " ".join(readable(s, passages[i]) for s in quoted)
         if len(text) > max_chars:
             text = text[: max_chars - 1].rstrip() + "…"
-        best = Extract(
-            i, text, max(0.0, top), overlap(terms(question), scored[0][2]), quoted
-        )
+        best = Extract(i, text, max(0.0, top), quoted)
     return best
 
 
