@@ -586,9 +586,9 @@ class AnswerPipeline:
         # Generation (optional) under the deadline.
         if self.generator is None or s.compose == "quote":
             quoted.notes.append(
-                "no generator loaded: quoted passage"
-                if self.generator is None
-                else "the experiment answers with the quoted passage"
+                "the experiment answers with the quoted passage"
+                if s.compose == "quote"
+                else "no generator loaded: quoted passage"
             )
             if use_cache:
                 self.cache.put(key, qv, lang, quoted)
