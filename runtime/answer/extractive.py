@@ -117,6 +117,7 @@ def body_sentences(passage: str) -> list[str]:
     if (
         len(sentences) > 1
         and len(sentences[0]) < 60
+        and "|" not in sentences[0]  # a table row that starts the chunk is content
         and not sentences[0].endswith((".", "。", "!", "?", "！", "？"))
     ):
         sentences = sentences[1:]
@@ -330,7 +331,13 @@ def best_extract(
         top = scored[0][0] - 0.05 * i
         if best is not None and top <= best.score:
             continue
-        picked = [scored[0]] + [x for x in scored[1:max_sentences] if x[0] > 0]
+        # The second sentence adds to the answer; one about another day than the one asked
+        # ("Monday: 13:00–17:30" beside "Thursday: 08:30–20:00") only misleads.
+        picked = [scored[0]] + [
+            x
+            for x in scored[1:max_sentences]
+            if x[0] > 0 and not (asked_days and (d := day_set(x[2])) and not d & asked_days)
+        ]
         quoted = tuple(s for _, _, s in sorted(picked, key=lambda x: x[1]))
         text = " ".join(readable(s, passages[i]) for s in quoted)
         if len(text) > max_chars:

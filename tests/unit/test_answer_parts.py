@@ -505,3 +505,16 @@ def test_do_i_have_to_pay_is_answered_by_free_of_charge_how_much_is_not():
         focus="Do I have to pay for that?",
     )
     assert ex is not None and "free of charge" in ex.text
+
+
+def test_the_second_quoted_sentence_is_never_about_another_day():
+    table = (
+        "| Day | Counter hours | Last queue ticket |\n|---|---|---|\n"
+        "| Monday | 13:00–17:30 (closed in the morning) | 17:00 |\n"
+        "| Thursday | 08:30–20:00 (extended evening) | 19:30 |"
+    )
+    ex = best_extract("What time does the hall close on Thursdays?", [table])
+    assert ex is not None and ex.sentences == ("Thursday | 08:30–20:00 (extended evening) | 19:30",)
+    mon = best_extract("What time does the hall close on Mondays?", [table])
+    assert mon is not None
+    assert mon.sentences == ("Monday | 13:00–17:30 (closed in the morning) | 17:00",)
