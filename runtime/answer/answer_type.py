@@ -36,13 +36,19 @@ _QUESTION = {
     "number": re.compile(r"\bhow (many|long)\b|多少|几个|几天|多长|多久|几位|几岁", re.I),
 }
 
+_MONEY = r"[$¥￥]\s*\d|\d+(?:\.\d+)?\s*(?:yuan|rmb|cny|元|块)"
+# A floor: what a where-question's answer needs besides a window (with_floor_heading).
+_FLOOR = (
+    r"\b\d+(?:st|nd|rd|th)\s+floor|\b(ground|first|second|third|fourth|fifth)\s+floor"
+    r"|\bbasement\b|\bb1\b|\b[b1-9]f\b|[一二三四五\d]\s*楼|[一二三四五\d]\s*层|地下"
+)
+
 _STATES = {
-    "money": re.compile(r"[$¥￥]\s*\d|\d+(?:\.\d+)?\s*(?:yuan|rmb|cny|元|块)", re.I),
-    "place": re.compile(
-        r"\bwindows?\s+\d|\b\d+(?:st|nd|rd|th)\s+floor|\b(ground|first|second|third|fourth|fifth)"
-        r"\s+floor|\bbasement\b|\bb1\b|\d+\s*号?窗口|[一二三四五\d]\s*楼|[一二三四五\d]\s*层|地下",
-        re.I,
-    ),
+    "money": re.compile(_MONEY, re.I),
+    # "Do I have to pay for it?" is answered by "free of charge" as well as by an amount; "How
+    # much is it?" is not answered by "free passport photos" (the photos are not what is asked).
+    "charge": re.compile(_MONEY + r"|\bfree\b|no charge|no fee|免费|不收费|不收取", re.I),
+    "place": re.compile(r"\bwindows?\s+\d|\d+\s*号?窗口|" + _FLOOR, re.I),
     "time": re.compile(
         r"(?<!\d)\d{1,2}[:：.]\d\d(?!\d)|\d{1,2}\s*(?:am|pm|a\.m\.|p\.m\.)|\d{1,2}\s*点"
         # "closed all day on Sundays" answers "what are the hours on Sundays?" too
@@ -55,13 +61,7 @@ _STATES = {
         re.I,
     ),
 }
-
-# "Do I have to pay for it?" is answered by "free of charge" as well as by an amount; "How
-# much is it?" is not answered by "free passport photos" (the photos are not what is asked).
-_STATES["charge"] = re.compile(
-    _STATES["money"].pattern + r"|\bfree\b|no charge|no fee|免费|不收费|不收取",
-    re.I,
-)
+_FLOOR_RX = re.compile(_FLOOR, re.I)
 _CJK_CHAR = re.compile(r"[\u3400-\u9fff]")
 
 TYPES = (*_QUESTION, "charge")
@@ -70,7 +70,7 @@ TYPES = (*_QUESTION, "charge")
 def answer_type(question: str) -> str | None:
     """The kind of answer ``question`` asks for (money, place, time, number; "charge" for a
     yes/no question about paying), or None."""
-    from .check import is_yes_no_question
+    from .check import is_yes_no_question  # here: check imports extractive, which imports us
 
     for name, rx in _QUESTION.items():
         if rx.search(question):
@@ -127,19 +127,12 @@ def focus_words(question: str) -> str:
     return m.group(1) or m.group(2) or ""
 
 
-_FLOOR = re.compile(
-    r"\b\d+(?:st|nd|rd|th)\s+floor|\b(ground|first|second|third|fourth|fifth)\s+floor|\bbasement\b"
-    r"|\b[b1-9]f\b|[一二三四五\d]\s*楼|[一二三四五\d]\s*层|地下",
-    re.I,
-)
-
-
 def with_floor_heading(question: str, quote: str, heading: str) -> str:
     """The quote with its section heading in front when the visitor asks where something is,
     the heading names the floor ("四楼（4F）") and the quote does not ("401–402号窗口...")."""
     if answer_type(question) != "place" or not heading:
         return quote
-    if _FLOOR.search(normalize(quote)) or not _FLOOR.search(normalize(heading)):
+    if _FLOOR_RX.search(normalize(quote)) or not _FLOOR_RX.search(normalize(heading)):
         return quote
-    sep = "：" if re.search(r"[\u3400-\u9fff]", heading) else ": "
+    sep = "：" if _CJK_CHAR.search(heading) else ": "
     return f"{heading}{sep}{quote}"
