@@ -97,7 +97,10 @@ def readable(sentence: str, passage: str) -> str:
     returned unchanged."""
     if "|" not in sentence:
         return sentence
-    header = dict(_sentences_with_headers(passage)).get(sentence)
+    return _with_header(sentence, dict(_sentences_with_headers(passage)).get(sentence))
+
+
+def _with_header(sentence: str, header: tuple[str, ...] | None) -> str:
     cells = _cells(sentence)
     if not header or len(header) != len(cells):
         return sentence
@@ -339,7 +342,8 @@ def best_extract(
             if x[0] > 0 and not (asked_days and (d := day_set(x[2])) and not d & asked_days)
         ]
         quoted = tuple(s for _, _, s in sorted(picked, key=lambda x: x[1]))
-        text = " ".join(readable(s, passages[i]) for s in quoted)
+        headers = dict(_sentences_with_headers(passages[i]))  # parsed once, not per sentence
+        text = " ".join(_with_header(s, headers.get(s)) for s in quoted)
         if len(text) > max_chars:
             text = text[: max_chars - 1].rstrip() + "…"
         best = Extract(i, text, max(0.0, top), quoted)
