@@ -18,6 +18,7 @@ import numpy as np
 
 from runtime.knowledge.records import FaqHit
 
+from .days import day_set, parts
 from .groups import unmatched_group
 
 DEFAULT_THRESHOLD = 0.80
@@ -27,18 +28,8 @@ DEFAULT_MARGIN = 0.02
 # Words that change the answer while barely moving an embedding: a paraphrase that differs
 # from the visitor's question in one of these is a different question ("open on Monday
 # afternoon?" vs the FAQ's "open on Monday morning?"), so the FAQ answer is not confident.
+# Days and parts of the day are read by days.py, as the quote and the yes/no verdict read them.
 _SLOTS: dict[str, tuple[tuple[str, str], ...]] = {
-    "day": (
-        ("mon", r"\bmondays?\b|周一|星期一|礼拜一"), ("tue", r"\btuesdays?\b|周二|星期二"),
-        ("wed", r"\bwednesdays?\b|周三|星期三"), ("thu", r"\bthursdays?\b|周四|星期四"),
-        ("fri", r"\bfridays?\b|周五|星期五"), ("sat", r"\bsaturdays?\b|周六|星期六"),
-        ("sun", r"\bsundays?\b|周日|周天|星期日|星期天"),
-        ("holiday", r"\bholidays?\b|节假日|假期|春节"),
-    ),
-    "part_of_day": (
-        ("morning", r"\bmornings?\b|上午|早上"), ("afternoon", r"\bafternoons?\b|下午"),
-        ("evening", r"\bevenings?\b|\bnight\b|晚上|夜间"),
-    ),
     # "When does ticketing start?" and "What is the latest ticket?" share every other word.
     # (Opening and closing are left out: an entry's hours give both.)
     "bound": (
@@ -55,6 +46,8 @@ _NUMBER = re.compile(r"\d+")
 
 def _slots(text: str) -> dict[str, frozenset[str]]:
     found = {k: frozenset(v for v, rx in vals if rx.search(text)) for k, vals in _SLOT_RE.items()}
+    found["day"] = frozenset(day_set(text))
+    found["part_of_day"] = frozenset(parts(text))
     found["number"] = frozenset(_NUMBER.findall(text))
     return found
 
