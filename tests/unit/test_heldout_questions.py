@@ -1,10 +1,11 @@
-"""The held-out grounded question sets (kiosk_config/demo/eval/heldout_questions.jsonl and
-fresh_questions.jsonl).
+"""The held-out grounded question sets (kiosk_config/demo/eval/heldout_questions.jsonl,
+fresh_questions.jsonl and fresh2_questions.jsonl).
 
 Accuracy on the dev set (grounded_questions.jsonl) is what the pipeline was tuned on, so
 answer accuracy is also reported on held-out sets. The first held-out set was later used while
-tuning too, so a fresh one was written without looking at how the pipeline answers. These checks
-keep both honest: each loads with the evaluator's own loader, is big and balanced enough to
+tuning too, so a fresh one was written without looking at how the pipeline answers; once that
+one had been tuned on as well, a second fresh set (fresh2) was written the same way. These checks
+keep them all honest: each loads with the evaluator's own loader, is big and balanced enough to
 report, cites sections that really exist, states facts those sections really contain, and shares
 no question text with any other set.
 """
@@ -19,18 +20,20 @@ from pathlib import Path
 
 import pytest
 
-from runtime.answer.evaluate import EvalQuestion, load_questions
+from runtime.answer.evaluate import EvalQuestion, expected_polarity, load_questions
 
 DEMO = Path(__file__).resolve().parents[2] / "kiosk_config" / "demo"
 EVAL = DEMO / "eval"
 DEV = EVAL / "grounded_questions.jsonl"
 HELDOUT = EVAL / "heldout_questions.jsonl"
 FRESH = EVAL / "fresh_questions.jsonl"
-ALL_SETS = (DEV, HELDOUT, FRESH)
+FRESH2 = EVAL / "fresh2_questions.jsonl"
+ALL_SETS = (DEV, HELDOUT, FRESH, FRESH2)
 # file -> (id prefix, minimum size, exact size or None)
 HELDOUT_SETS = {
     HELDOUT: ("h", 80, None),
     FRESH: ("f", 70, 70),
+    FRESH2: ("g", 70, 70),
 }
 TYPES = {
     "yesno",
@@ -142,6 +145,23 @@ def test_no_question_repeats_another_set(heldout_set):
     for q, n in zip(heldout, own, strict=True):
         assert q.question not in other_exact, q.id
         assert n not in other_norm, f"{q.id} repeats {other_norm.get(n)}"
+
+
+def test_yes_no_questions_lead_with_the_right_polarity(heldout):
+    """The evaluator counts a shown "Yes."/"No." against the polarity of the first expected
+    item, so a yes/no question must lead with a yes and a negation trap with a no."""
+    for q in heldout:
+        if q.type == "yesno":
+            assert expected_polarity(q) == "yes", q.id
+        elif q.type == "negation":
+            assert expected_polarity(q) == "no", q.id
+
+
+def test_must_not_never_rejects_an_accepted_phrasing(heldout):
+    for q in heldout:
+        for bad in q.must_not:
+            for alts in q.expected:
+                assert not any(bad.lower() in a.lower() for a in alts), f"{q.id}: {bad!r}"
 
 
 def test_followup_histories_are_well_formed(heldout):
