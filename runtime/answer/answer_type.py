@@ -104,6 +104,11 @@ _ASKING_WORDS = {
 }
 
 
+def all_asking_words() -> frozenset[str]:
+    """The words that ask for any kind of answer."""
+    return frozenset().union(*_ASKING_WORDS.values())
+
+
 def asking_words(kind: str | None) -> frozenset[str]:
     """The question's words that ask for an answer of ``kind`` rather than name its subject."""
     return _ASKING_WORDS.get("money" if kind == "charge" else kind or "", frozenset())

@@ -471,7 +471,8 @@ class AnswerPipeline:
         )
         base.rewritten = rewritten
         if rewritten != text:
-            vec = self._embed([rewritten], base.notes)
+            # The encoder reads the follow-up with the whole last question, not a bracketed word.
+            vec = self._embed([rewrite_with_history(text, history, lang, joined=True)], base.notes)
             qv = None if vec is None else vec[0]
         timer.lap("rewrite")
         try:

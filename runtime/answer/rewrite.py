@@ -61,11 +61,39 @@ def _swap_day(previous: str, followup: str, language: str) -> str | None:
     return pattern.sub(new.group(0), previous, count=1)
 
 
-def rewrite_with_history(question: str, history: list[Turn], language: str) -> str:
+def carried_topic(previous: str, question: str) -> list[str]:
+    """The topic words of ``previous`` that a follow-up leaves out: its content words, less
+    those only asking for a kind of answer ("where", "多少钱") and those the follow-up says.
+
+    "Where can I borrow a wheelchair?" then "Does it cost anything to borrow one?" carries
+    "wheelchair" and not "where": the follow-up asks about a fee, not a place.
+    """
+    from .answer_type import all_asking_words
+    from .extractive import stem, terms
+    from .vocabulary import content_terms
+
+    own = terms(question)
+    asking = all_asking_words()
+    out = []
+    for word in content_terms(previous):
+        s = stem(word)
+        if s in own or s in asking or word in asking or word in question:
+            continue
+        out.append(word)
+    # jieba's search mode gives "身份" beside "身份证": keep the longer word only.
+    return [w for w in out if not any(w != o and w in o for o in out)]
+
+
+def rewrite_with_history(
+    question: str, history: list[Turn], language: str, *, joined: bool = False
+) -> str:
     """The question to search and answer: the follow-up resolved against the last user question.
 
-    A follow-up that names another weekday replaces the weekday of the last question;
-    any other follow-up is joined to it.
+    A follow-up that names another weekday replaces the weekday of the last question. Any
+    other follow-up keeps its own words, which say what it asks, and gets the topic words
+    of the last question in brackets: "周六上午能来办吗？（身份证 到期）", not the last
+    question whole, whose "在哪里" would make a question about a place of it. With no
+    topic word to carry, the follow-up is joined to the last question.
     """
     question = normalize_weekdays(question) if language == "zh" else question
     previous = [t.content for t in history if t.role == "user" and t.content.strip()]
@@ -77,6 +105,11 @@ def rewrite_with_history(question: str, history: list[Turn], language: str) -> s
     swapped = _swap_day(last, question, language)
     if swapped is not None:
         return swapped
+    topic = carried_topic(last, question)
+    if topic and not joined:
+        if language == "zh":
+            return f"{question.strip()}（{' '.join(topic)}）"
+        return f"{question.strip()} ({' '.join(topic)})"
     sep = "" if language == "zh" else " "
     return f"{last}{sep}{question.strip()}"
 

@@ -26,6 +26,9 @@ _EN_FUNCTION = frozenset("much many long often far soon way kind get know tell".
 
 def content_terms(question: str) -> list[str]:
     """The question's topic words: no numbers, no one-character or function words."""
+    from .answer_type import all_asking_words
+
+    asking = all_asking_words()
     out = []
     for t in query_terms(question, "jieba"):
         if t.isdigit() or re.fullmatch(r"[\d:.\-]+", t):
@@ -34,6 +37,8 @@ def content_terms(question: str) -> list[str]:
             if len(t) < 2 or _ZH_FUNCTION.search(t):
                 continue
         elif len(t) < 3 or t in _EN_FUNCTION:
+            continue
+        if t in asking:  # "长时间" of "要多长时间" asks for a duration; it names no topic
             continue
         out.append(t)
     return out

@@ -131,14 +131,33 @@ def test_rewrite_followups_through_history():
         rewrite_with_history("那星期天呢？", [Turn("user", "周六几点开门？")], "zh")
         == "周日几点开门？"
     )
-    # Other follow-ups are joined to the last question.
+    # Other follow-ups keep their own ask and carry the last question's topic words, not its
+    # ask: "where" would make a question about a place of a question about a fee.
     passport = [Turn("user", "Where do I apply for a passport?")]
     assert rewrite_with_history("How much does it cost?", passport, "en") == (
-        "Where do I apply for a passport? How much does it cost?"
+        "How much does it cost? (apply passport)"
     )
     assert (
         rewrite_with_history("要多长时间？", [Turn("user", "护照在哪里办？")], "zh")
-        == "护照在哪里办？要多长时间？"
+        == "要多长时间？（护照）"
+    )
+    # jieba's sub-words are not carried twice ("身份" inside "身份证").
+    assert (
+        rewrite_with_history("周六上午能来办吗？", [Turn("user", "身份证到期了在哪里换？")], "zh")
+        == "周六上午能来办吗？（身份证 到期）"
+    )
+    wheelchair = [Turn("user", "Where can I borrow a wheelchair?")]
+    assert rewrite_with_history("Does it cost anything to borrow one?", wheelchair, "en") == (
+        "Does it cost anything to borrow one? (wheelchair)"
+    )
+    # The text to embed is the whole last question with the follow-up: a bracketed word is
+    # too little for a sentence encoder.
+    assert rewrite_with_history("How much does it cost?", passport, "en", joined=True) == (
+        "Where do I apply for a passport? How much does it cost?"
+    )
+    # With no topic word to carry, the follow-up is joined to the last question.
+    assert rewrite_with_history("And then?", [Turn("user", "Where is it?")], "en") == (
+        "Where is it? And then?"
     )
     full = "Where can I park my car near the passport office?"
     assert rewrite_with_history(full, history, "en") == full
