@@ -36,6 +36,10 @@ _QUESTION = {
     "number": re.compile(r"\bhow (many|long)\b|多少|几个|几天|多长|多久|几位|几岁", re.I),
 }
 
+# A question about how to pay, not how much: "pay with a cheque", "pay in cash", "用现金付".
+_PAY_METHOD = re.compile(
+    r"\bpay(ing)? (with|by|in|using)\b|用.{0,6}(付|支付|缴|交)|现金|刷卡|扫码支付", re.I
+)
 _MONEY = r"[$¥￥]\s*\d|\d+(?:\.\d+)?\s*(?:yuan|rmb|cny|元|块)"
 # A floor: what a where-question's answer needs besides a window (with_floor_heading).
 _FLOOR = (
@@ -74,6 +78,8 @@ def answer_type(question: str) -> str | None:
 
     for name, rx in _QUESTION.items():
         if rx.search(question):
+            if name == "money" and _PAY_METHOD.search(question):
+                return None  # "Can I pay with a cheque?" asks how to pay, not how much
             if name == "money":
                 lang = "zh" if _CJK_CHAR.search(question) else "en"
                 if is_yes_no_question(question, lang):

@@ -100,8 +100,18 @@ def wants_number(question: str, language: str) -> bool:
     return bool(pattern and pattern.search(question))
 
 
+# A follow-up's carried topic ("周日可以停吗？（停车）", rewrite.py) and the sentences before
+# the question itself ("I have a pushchair. Is there a lift at that exit?").
+_CARRIED = re.compile(r"\s*[（(][^（）()]*[）)]\s*$")
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*")
+
+
 def is_yes_no_question(question: str, language: str) -> bool:
-    return bool((_YESNO_Q_ZH if language == "zh" else _YESNO_Q_EN).search(question.strip()))
+    """Whether the question, read in its last sentence, asks for a yes or a no."""
+    q = _CARRIED.sub("", question.strip())
+    parts = [p for p in _SENTENCE_END.split(q) if p.strip()]
+    last = parts[-1] if parts else q
+    return bool((_YESNO_Q_ZH if language == "zh" else _YESNO_Q_EN).search(last.strip()))
 
 
 def answer_polarity(answer: str) -> str | None:

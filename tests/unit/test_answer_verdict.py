@@ -158,6 +158,10 @@ def test_a_negated_question_flips_the_reading():
         ("新车上牌一共要交多少钱？", "money"),
         ("How many days do you keep lost property?", "number"),
         ("Do I need an appointment?", None),
+        # How to pay is not how much: "free of charge" does not answer a cheque question.
+        ("I only have a company cheque with me. Can I pay with it?", None),
+        ("能用现金交停车费吗？", None),
+        ("Do I have to pay for parking?", "charge"),
     ],
 )
 def test_answer_type(question, kind):
@@ -253,3 +257,31 @@ def test_demo_faq_answers_lead_with_yes_or_no_only_when_every_phrasing_agrees():
         if any(slot_conflict(a, b) == "negation" for a in qs for b in qs if a < b):
             bad.append(faq_id)
     assert bad == []
+
+
+@pytest.mark.parametrize(
+    ("question", "lang", "expected"),
+    [
+        # The question is its last sentence; what comes before is the visitor's situation.
+        ("I have a pushchair. Is there a lift at that exit?", "en", True),
+        ("My mother is 70. Can she get a priority ticket?", "en", True),
+        ("Is it free? Where is it?", "en", False),
+        # A follow-up's carried topic in brackets (rewrite.py) does not hide the 吗.
+        ("周日可以停吗？（停车）", "zh", True),
+        ("Is it open on Sundays? (car park)", "en", True),
+        ("几点开门？（停车场）", "zh", False),
+    ],
+)
+def test_yes_no_question_read_in_its_last_sentence(question, lang, expected):
+    from runtime.answer.check import is_yes_no_question
+
+    assert is_yes_no_question(question, lang) is expected
+
+
+def test_a_followup_with_its_carried_topic_gets_a_verdict():
+    v = yes_no(
+        "周日可以停吗？（停车）",
+        ["每周日和所有法定节假日中心全天休息，停车场同时关闭。"],
+        "zh",
+    )
+    assert v is not None and v.answer == "no"
