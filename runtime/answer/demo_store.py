@@ -29,9 +29,10 @@ def demo_inputs(source: Path = DEMO_SOURCE) -> list[Path]:
 
 def demo_hash(embedder: Embedder, source: Path = DEMO_SOURCE) -> str:
     """Hash of the demo files, the embedder and the store's schema code (schema change: rebuild)."""
-    from runtime.knowledge import migrations
+    from runtime.knowledge import migrations, text
 
-    schema = Path(migrations.__file__).read_bytes()
+    # The schema and the tokenizer (what the FTS columns hold) decide the store's contents.
+    schema = Path(migrations.__file__).read_bytes() + Path(text.__file__).read_bytes()
     h = hashlib.sha256(f"{embedder.model_id}\0{embedder.dim}\0".encode() + schema)
     for root in demo_inputs(source):
         files = sorted(root.rglob("*")) if root.is_dir() else [root]

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from runtime.knowledge.text import normalize, query_terms
+from runtime.knowledge.text import compounds, normalize, query_terms
 
 from .answer_type import answer_type, asking_words, focus_words, states
 from .days import day_set
@@ -153,7 +153,8 @@ def terms(text: str) -> set[str]:
 def _indexed(sentence: str) -> tuple[str, frozenset[str]]:
     """A sentence's normalised text and the stems of its English words."""
     norm = normalize(sentence)
-    return norm, frozenset(stem(w) for w in _ASCII_WORD.findall(norm))
+    words = _ASCII_WORD.findall(norm) + compounds(norm)
+    return norm, frozenset(stem(w) for w in words)
 
 
 @functools.lru_cache(maxsize=4096)

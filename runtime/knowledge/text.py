@@ -125,8 +125,20 @@ def _cjk_bigrams(run: str) -> list[str]:
     return [run[i : i + 2] for i in range(len(run) - 1)]
 
 
+# A hyphenated compound of Latin letters or digits: "wi-fi", "e-mail", "check-in".
+# Each part starts with a letter: "9-10" and "401-402" are ranges, not words.
+_COMPOUND = re.compile(r"(?<![^\W_])[a-z][a-z0-9]*(?:-[a-z][a-z0-9]*)+(?![^\W_])")
+
+
+def compounds(normalized: str) -> list[str]:
+    """Hyphenated compounds written as one word ("wi-fi" → "wifi"): a visitor types "wifi"
+    where the document writes "Wi-Fi", so both forms are indexed and searched."""
+    return [m.group().replace("-", "") for m in _COMPOUND.finditer(normalized)]
+
+
 def _words(normalized: str, scheme: str) -> list[str]:
-    """Terms of already-normalised text under ``scheme`` (alphanumeric words pass whole)."""
+    """Terms of already-normalised text under ``scheme`` (alphanumeric words pass whole;
+    a hyphenated compound also as one word)."""
     out: list[str] = []
     for match in _WORDISH.finditer(normalized):
         run = match.group()
@@ -138,6 +150,7 @@ def _words(normalized: str, scheme: str) -> list[str]:
             out.extend(_cjk_bigrams(run))
         else:  # trigram: keep the run; FTS5's trigram tokenizer splits it
             out.append(run)
+    out.extend(compounds(normalized))
     return out
 
 
@@ -160,6 +173,8 @@ def query_terms(text: str, scheme: str, *, drop_stopwords: bool = True) -> list[
                 terms.extend(run[i : i + 3] for i in range(max(1, len(run) - 2)))
             else:
                 terms.append(run)
+        # The text is indexed as written: a compound is searched with its hyphen ("wi-fi").
+        terms.extend(m.group() for m in _COMPOUND.finditer(normalized))
         # FTS5's trigram tokenizer matches nothing for terms under 3 characters.
         terms = [t for t in terms if len(t) >= 3]
     else:

@@ -149,6 +149,20 @@ def test_keyword_search_english_and_chinese(store: KnowledgeStore) -> None:
     assert hits[0].citation.pack_id == "city" and hits[0].citation.pack_version == 2
 
 
+def test_hyphenated_compounds_are_found_written_as_one_word(store: KnowledgeStore) -> None:
+    assert text.compounds("free wi-fi and e-mail, windows 401-402, 9-10 am") == ["wifi", "email"]
+    passage = "Free Wi-Fi is available in the waiting area."
+    doc = DocumentRecord("wifi.md", "wifi.md", "en", hashlib.sha256(b"wifi").hexdigest())
+    store.add_document(
+        doc,
+        [ChunkRecord(passage, ("wifi.md",), 0, len(passage), 0, "en")],
+        EMB.embed_batch([passage]),
+    )
+    assert _texts(store.search("wi-fi", None, mode="keyword", k=1)) == [passage]
+    if store.fts_scheme != "trigram":  # trigram indexes the text as written, hyphen and all
+        assert _texts(store.search("Is there wifi?", None, mode="keyword", k=1)) == [passage]
+
+
 def test_english_stemming_unless_trigram(store: KnowledgeStore) -> None:
     hits = store.search("opening", None, mode="keyword")
     if store.fts_scheme == "trigram":
