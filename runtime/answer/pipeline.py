@@ -50,7 +50,7 @@ from .rewrite import decompose, normalize_weekdays, rewrite_with_history
 from .static_faq import StaticFaq
 from .types import Answer, AnswerEvent, Source, Turn
 from .verdict import with_yes_no, yes_no
-from .vocabulary import unknown_content_terms
+from .vocabulary import unknown_content_terms, unknown_focus
 from .vocabulary import warm as warm_vocabulary
 
 log = logging.getLogger(__name__)
@@ -677,6 +677,14 @@ class AnswerPipeline:
             unknown = []
         cite = hits[extract.passage_index].citation
         coverage = support(question, extract.text, cite.section)
+        try:
+            with self._store_lock:
+                focus = unknown_focus(store, question)
+        except Exception:  # noqa: BLE001 - as above
+            focus = None
+        if focus is not None:
+            notes.append(f"the question asks about {focus!r}, which the knowledge never names")
+            return False
         if unknown:
             # A topic word the knowledge never uses: only strong evidence together will do.
             notes.append(f"words the knowledge does not use: {', '.join(unknown[:5])}")

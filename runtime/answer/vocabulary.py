@@ -75,3 +75,27 @@ def unknown_content_terms(store, question: str) -> list[str]:
     if finder is None:
         return []
     return [t for t in finder(content_terms(question)) if _is_topic(t)]
+
+
+# The thing a question asks about, where English puts it: "what is the penalty…", "who is
+# the director…", "is there an ATM…", "do you have a pharmacy…". Chinese is left out:
+# its head noun comes last and jieba's tags do not find it reliably.
+_EN_FOCUS = re.compile(
+    r"^\s*(?:(?:what|who|which)\s+(?:is|are|was|were)|is\s+there|are\s+there"
+    r"|do\s+you\s+have|how\s+much\s+(?:is|are|does|do))\s+"
+    r"(?:(?:the|a|an|any|your|some)\s+)?([a-z][a-z-]+)",
+    re.I,
+)
+
+
+def unknown_focus(store, question: str) -> str | None:
+    """The word a question asks about, when the knowledge never uses it ("Who is the director
+    of the service hall?": "director"): such a question is about something else, however
+    many of its other words the knowledge shares."""
+    m = _EN_FOCUS.search(question)
+    if m is None:
+        return None
+    word = m.group(1).lower()
+    if word not in content_terms(word):
+        return None  # a function word ("What is it…")
+    return next(iter(unknown_content_terms(store, word)), None)

@@ -136,6 +136,15 @@ def test_out_of_pack_question_is_refused_with_the_handoff_text(store):
     assert z.path == "refusal" and z.text == HANDOFF["zh"]
 
 
+def test_a_question_about_something_the_knowledge_never_names_is_refused(store):
+    # Generous gate thresholds: only the unknown focus word refuses.
+    p = make(store, min_similarity=0.0, min_overlap=0.0, min_combined=0.0)
+    a = p.answer("Who is the director of the hall on Sundays?")
+    assert a.path == "refusal" and a.text == HANDOFF["en"]
+    assert any("'director'" in n for n in a.notes)
+    assert p.answer("Is the hall open on Sundays?").path == "extractive"
+
+
 def test_followup_is_resolved_through_history(store):
     history = [
         Turn("user", "What are the opening hours on Saturday?"),

@@ -225,6 +225,27 @@ def test_unknown_content_terms_ask_the_store():
     assert unknown_content_terms(object(), "anything") == []  # a store that cannot tell
 
 
+def test_the_word_a_question_asks_about_must_be_known():
+    from runtime.answer.vocabulary import unknown_focus
+
+    class Store:
+        known = {"hall", "service", "tax", "property", "late", "pay", "atm", "passport"}
+
+        def unknown_terms(self, words):
+            return [w for w in words if w not in self.known]
+
+    assert unknown_focus(Store(), "Who is the director of the service hall?") == "director"
+    assert unknown_focus(Store(), "What is the penalty if I pay my property tax late?") == (
+        "penalty"
+    )
+    assert unknown_focus(Store(), "Is there an ATM in the hall?") is None  # known
+    assert unknown_focus(Store(), "How much is a passport?") is None
+    # Other words unknown, the focus known or not where English puts it: not this rule's call.
+    assert unknown_focus(Store(), "Where can I get drinking water?") is None
+    assert unknown_focus(Store(), "What is it?") is None  # a function word
+    assert unknown_focus(Store(), "图书馆是什么？") is None  # English only
+
+
 def test_a_yes_where_the_source_says_no_is_scored_a_contradiction():
     q = EvalQuestion(
         "x",
