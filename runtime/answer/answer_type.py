@@ -34,6 +34,11 @@ _QUESTION = {
         re.I,
     ),
     "number": re.compile(r"\bhow (many|long)\b|多少|几个|几天|多长|多久|几位|几岁", re.I),
+    "documents": re.compile(
+        r"\b(what|which) (documents?|papers?)\b|\bwhat (do|should|must) (i|we) (need to )?bring\b"
+        r"|\bwhat do (i|we) need\b|带什么|带哪些|什么材料|哪些材料|什么证件|哪些证件",
+        re.I,
+    ),
 }
 
 # A question about how to pay, not how much: "pay with a cheque", "pay in cash", "用现金付".
@@ -57,6 +62,13 @@ _STATES = {
         r"(?<!\d)\d{1,2}[:：.]\d\d(?!\d)|\d{1,2}\s*(?:am|pm|a\.m\.|p\.m\.)|\d{1,2}\s*点"
         # "closed all day on Sundays" answers "what are the hours on Sundays?" too
         r"|\bclosed\b|休息|闭馆|关闭|不开放|不对外",
+        re.I,
+    ),
+    # A document a visitor brings: an ID card, a booklet, a photo, a certificate, a form.
+    "documents": re.compile(
+        r"\b(id|identity) (card|document)|passport|booklet|photo|certificate|licen[cs]e\b"
+        r"|\bpermit\b|\bform\b|\bcopy\b|\boriginal\b"
+        r"|身份证|户口|照片|证明|证书|执照|许可证|驾驶证|护照|居住证|原件|复印件|申请表|材料",
         re.I,
     ),
     "number": re.compile(
@@ -107,6 +119,9 @@ _ASKING_WORDS = {
     ),
     "time": frozenset("time hour when late earli 几点 时间 什么 时候 什么时候 何时".split()),
     "number": frozenset("mani long day 多少 几个 几天 多长 多久 多长时间 长时间 时间".split()),
+    "documents": frozenset(
+        "document paper bring need 带 什么 材料 证件 哪些 需要 带什么 什么材料 哪些材料".split()
+    ),
 }
 
 

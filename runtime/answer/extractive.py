@@ -37,7 +37,14 @@ GROUP_BONUS = 0.15  # a sentence about the group of visitors the question names 
 UNCOUNTED = 0.5  # weight of a sentence that does not count what "how many" asks about
 # A sentence stating the kind of answer asked for (docs/answers.md); an amount for "how much"
 # keeps the weight the earlier number + money bonuses had together (0.1 + 0.25).
-TYPE_BONUS = {"money": 0.35, "charge": 0.15, "place": 0.15, "time": 0.15, "number": 0.15}
+TYPE_BONUS = {
+    "money": 0.35,
+    "charge": 0.15,
+    "place": 0.15,
+    "time": 0.15,
+    "number": 0.15,
+    "documents": 0.35,
+}
 
 
 def _row_label(sentence: str) -> str | None:

@@ -162,10 +162,25 @@ def test_a_negated_question_flips_the_reading():
         ("I only have a company cheque with me. Can I pay with it?", None),
         ("能用现金交停车费吗？", None),
         ("Do I have to pay for parking?", "charge"),
+        ("社保卡密码忘了，来重置要带什么？", "documents"),
+        ("What documents do I need for a passport?", "documents"),
+        ("What should I bring to renew my ID card?", "documents"),
+        ("Can I bring my guide dog into the building?", None),  # bringing is not documents
     ],
 )
 def test_answer_type(question, kind):
     assert answer_type(question) == kind
+
+
+def test_a_documents_question_quotes_the_document_list():
+    passage = (
+        "社会保障卡\n\n二楼201–204号窗口。办理社保卡首次申领、补换卡，以及激活和密码重置。\n\n"
+        "- 所有申请人：本人居民身份证。\n- 卡片损坏：同时携带损坏的社保卡。"
+    )
+    ex = best_extract("社保卡密码忘了，来重置要带什么？", [passage])
+    assert ex is not None and "身份证" in ex.text
+    assert states("所有申请人：本人居民身份证。", "documents")
+    assert not states("办理社保卡首次申领、补换卡，以及激活和密码重置。", "documents")
 
 
 def test_states_an_answer_of_the_kind():
