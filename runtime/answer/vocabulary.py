@@ -17,11 +17,11 @@ import re
 
 from runtime.knowledge.text import query_terms
 
+from .function_words import is_function_word
+
 # Characters that make a Chinese word a question, quantity or modal word, not a topic.
 _ZH_FUNCTION = re.compile(r"[几多一两要那这哪什怎么着了吧用拿把个些该]")
 _CJK = re.compile(r"[\u3400-\u9fff]")
-# English question and quantity words the store's stopword list keeps ("how much", "how long").
-_EN_FUNCTION = frozenset("much many long often far soon way kind get know tell".split())
 
 
 def content_terms(question: str) -> list[str]:
@@ -36,7 +36,7 @@ def content_terms(question: str) -> list[str]:
         if _CJK.search(t):
             if len(t) < 2 or _ZH_FUNCTION.search(t):
                 continue
-        elif len(t) < 3 or t in _EN_FUNCTION:
+        elif len(t) < 3 or is_function_word(t):  # "how much", "she", "doesn't"
             continue
         if t in asking:  # "长时间" of "要多长时间" asks for a duration; it names no topic
             continue
@@ -74,7 +74,20 @@ def unknown_content_terms(store, question: str) -> list[str]:
     finder = getattr(store, "unknown_terms", None)
     if finder is None:
         return []
-    return [t for t in finder(content_terms(question)) if _is_topic(t)]
+    words = content_terms(question)
+    unknown = [t for t in finder(words) if _is_topic(t)]
+    if not unknown:
+        return []
+    # jieba's search mode cuts "正门口" into 正门, 门口 and 正门口: when a known word is part of
+    # the longer term, the unknown pieces around it are segmentation, not a new topic
+    # ("正门前" in the documents, "正门口" in the question).
+    known = [w for w in words if w not in unknown and _CJK.search(w)]
+    longer = [w for w in words if _CJK.search(w)]
+    return [
+        t
+        for t in unknown
+        if not any(t in L and any(k in L and k != t for k in known) for L in longer)
+    ]
 
 
 # The thing a question asks about, where English puts it: "what is the penalty…", "who is

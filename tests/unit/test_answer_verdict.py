@@ -240,6 +240,23 @@ def test_unknown_content_terms_ask_the_store():
     assert unknown_content_terms(object(), "anything") == []  # a store that cannot tell
 
 
+def test_grammar_and_segmentation_pieces_are_not_unknown_topics():
+    class Store:
+        known = {"正门", "出租车", "出租", "priority", "ticket", "mother", "wait"}
+
+        def unknown_terms(self, words):
+            return [w for w in words if w not in self.known]
+
+    # "she" and "doesn" are grammar; a question wrapped in them is not about something new.
+    assert unknown_content_terms(
+        Store(), "My mother is 70. Can she get a priority ticket so she doesn't have to wait?"
+    ) == []
+    # 正门口 is cut into 正门 (known) + 门口: the pieces around a known word are segmentation.
+    assert unknown_content_terms(Store(), "出租车能在正门口等我吗？") == []
+    # A longer name with no known word inside stays unknown.
+    assert unknown_content_terms(Store(), "市图书馆周日开门吗？")
+
+
 def test_the_word_a_question_asks_about_must_be_known():
     from runtime.answer.vocabulary import unknown_focus
 
