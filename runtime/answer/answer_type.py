@@ -28,12 +28,14 @@ _QUESTION = {
         r"|哪里|哪儿|在哪|哪个窗口|几号窗口|几楼|哪一?层|什么地方|哪个柜台",
         re.I,
     ),
+    # Before "time": "多长时间" asks how long, and "17:30" does not answer it.
+    "duration": re.compile(r"\bhow long\b|多久|多长时间|多长", re.I),
     "time": re.compile(
         r"\bwhat time\b|\bwhen\b|until what time|how (late|early)|\bhours\b"
         r"|几点|什么时候|何时|时间",
         re.I,
     ),
-    "number": re.compile(r"\bhow (many|long)\b|多少|几个|几天|多长|多久|几位|几岁", re.I),
+    "number": re.compile(r"\bhow many\b|多少|几个|几天|几位|几岁", re.I),
     "documents": re.compile(
         r"\b(what|which) (documents?|papers?)\b|\bwhat (do|should|must) (i|we) (need to )?bring\b"
         r"|\bwhat do (i|we) need\b|带什么|带哪些|什么材料|哪些材料|什么证件|哪些证件",
@@ -62,6 +64,13 @@ _STATES = {
         r"(?<!\d)\d{1,2}[:：.]\d\d(?!\d)|\d{1,2}\s*(?:am|pm|a\.m\.|p\.m\.)|\d{1,2}\s*点"
         # "closed all day on Sundays" answers "what are the hours on Sundays?" too
         r"|\bclosed\b|休息|闭馆|关闭|不开放|不对外",
+        re.I,
+    ),
+    # An amount of time: "30 minutes", "7个工作日", "half an hour" (not "当天": "当天现场取号"
+    # names no length).
+    "duration": re.compile(
+        r"\d+\s*(?:-|–|to)?\s*\d*\s*(?:minutes?|mins?|hours?|days?|working days?|weeks?|months?"
+        r"|years?)\b|half an hour|\d+\s*(?:分钟|小时|个?工作日|天|周|个月|年)|半小时",
         re.I,
     ),
     # A document a visitor brings: an ID card, a booklet, a photo, a certificate, a form.
@@ -118,7 +127,8 @@ _ASKING_WORDS = {
         "where window floor counter desk room level 哪里 哪儿 几楼 哪个 在哪".split()
     ),
     "time": frozenset("time hour when late earli 几点 时间 什么 时候 什么时候 何时".split()),
-    "number": frozenset("mani long day 多少 几个 几天 多长 多久 多长时间 长时间 时间".split()),
+    "number": frozenset("mani day 多少 几个 几天".split()),
+    "duration": frozenset("long take 多长 多久 多长时间 长时间 时间 要多久".split()),
     "documents": frozenset(
         "document paper bring need 带 什么 材料 证件 哪些 需要 带什么 什么材料 哪些材料".split()
     ),

@@ -43,6 +43,7 @@ TYPE_BONUS = {
     "place": 0.15,
     "time": 0.15,
     "number": 0.15,
+    "duration": 0.15,
     "documents": 0.35,
 }
 

@@ -166,6 +166,10 @@ def test_a_negated_question_flips_the_reading():
         ("What documents do I need for a passport?", "documents"),
         ("What should I bring to renew my ID card?", "documents"),
         ("Can I bring my guide dog into the building?", None),  # bringing is not documents
+        # How long is a duration, not a clock time ("多长时间" holds 时间) nor a count.
+        ("窗口关门前多长时间就不能取号了？", "duration"),
+        ("How long does a passport take?", "duration"),
+        ("驾驶证丢了来补，当天要等多久能拿到？", "duration"),
     ],
 )
 def test_answer_type(question, kind):
@@ -181,6 +185,19 @@ def test_a_documents_question_quotes_the_document_list():
     assert ex is not None and "身份证" in ex.text
     assert states("所有申请人：本人居民身份证。", "documents")
     assert not states("办理社保卡首次申领、补换卡，以及激活和密码重置。", "documents")
+
+
+def test_a_duration_is_stated_by_a_length_of_time_not_a_clock_time():
+    assert states("驾驶证补换现场办理，一般约30分钟即可领取。", "duration")
+    assert states("Processing takes 7 working days.", "duration")
+    assert not states("周四17:30以后不办理，请在17:30之前前来。", "duration")
+    assert not states("您可以当天现场取号。", "duration")
+    passages = [
+        "周四延时服务\n\n周四17:30以后不办理驾驶证补换，请在17:30之前前来。",
+        "驾驶证补换\n\n驾驶证补换现场办理，一般约30分钟即可领取。",
+    ]
+    ex = best_extract("驾驶证补换要等多久才能拿到？", passages)
+    assert ex is not None and ex.passage_index == 1 and "30分钟" in ex.text
 
 
 def test_states_an_answer_of_the_kind():
