@@ -213,6 +213,7 @@ def answers(
             str(v["latency_p95_ms"]),
         )
     console.print(table)
+    console.print(_by_type_table(report["variants"]))
     if faq_thresholds:
         data = Path(
             os.environ.get(
@@ -252,3 +253,27 @@ def answers(
             json.dumps(report, indent=2, ensure_ascii=False, default=list), encoding="utf-8"
         )
     svc.close()
+
+
+def _by_type_table(variants: list[dict]):
+    """Correct / answerable per question type and variant, with the facts shown in brackets
+    (right facts, no yes/no in front); uncovered types show refused / questions."""
+    from rich.table import Table
+
+    table = Table(title="per question type: correct (facts shown) / answerable; uncovered: refused")
+    table.add_column("type")
+    for v in variants:
+        table.add_column(v["variant"])
+    types = sorted({t for v in variants for t in v["by_type"]})
+    for t in types:
+        cells = []
+        for v in variants:
+            g = v["by_type"].get(t)
+            if g is None:
+                cells.append("-")
+            elif g["answerable"]:
+                cells.append(f"{g['correct']} ({g['facts_shown']}) / {g['answerable']}")
+            else:
+                cells.append(f"{g['refused']} / {g['questions']} refused")
+        table.add_row(t, *cells)
+    return table

@@ -85,6 +85,10 @@ class Scored:
     correct: bool
     contradiction: bool
     refused: bool
+    # The expected facts are shown, leaving out the yes/no word of a yes/no question: a quote
+    # holding "Exit C has a lift" without a "Yes." in front (the verdict abstained). Reported
+    # beside ``correct``, never instead of it: it says where a miss comes from.
+    facts: bool = False
 
 
 def expected_polarity(q: EvalQuestion) -> str | None:
@@ -103,13 +107,11 @@ def score(q: EvalQuestion, ans: Answer) -> Scored:
     contradiction = any(m.lower() in text for m in q.must_not) or (
         wanted is not None and said is not None and wanted != said
     )
-    correct = (
-        q.answerable
-        and not refused
-        and not contradiction
-        and all(any(a.lower() in text for a in alts) for alts in q.expected)
-    )
-    return Scored(q, ans, correct, contradiction and not refused, refused)
+    shown = [any(a.lower() in text for a in alts) for alts in q.expected]
+    sound = q.answerable and not refused and not contradiction
+    correct = sound and all(shown)
+    facts = sound and all(shown[1:] if wanted is not None else shown)
+    return Scored(q, ans, correct, contradiction and not refused, refused, facts)
 
 
 @dataclass
@@ -130,10 +132,29 @@ class VariantResult:
             "contradictions": sum(s.contradiction for s in self.scored),
             "refusal_rate": round(sum(s.refused for s in unc) / len(unc), 3) if unc else None,
             "false_refusals": sum(s.refused for s in ans),
+            "facts_shown": sum(s.facts for s in ans),
             "paths": dict(Counter(s.answer.path for s in self.scored)),
+            "by_type": self._breakdown(lambda s: s.question.type),
+            "by_language": self._breakdown(lambda s: s.question.lang),
             "latency_p50_ms": round(statistics.median(lat), 1) if lat else None,
             "latency_p95_ms": round(float(np.percentile(lat, 95)), 1) if lat else None,
         }
+
+
+    def _breakdown(self, key: Callable[[Scored], str]) -> dict[str, dict[str, int]]:
+        """Per group: questions, answerable, correct, facts shown, refused (uncovered too)."""
+        out: dict[str, dict[str, int]] = {}
+        for s in self.scored:
+            g = out.setdefault(
+                key(s),
+                {"questions": 0, "answerable": 0, "correct": 0, "facts_shown": 0, "refused": 0},
+            )
+            g["questions"] += 1
+            g["answerable"] += s.question.answerable
+            g["correct"] += s.correct
+            g["facts_shown"] += s.facts
+            g["refused"] += s.refused
+        return dict(sorted(out.items()))
 
 
 def without_check(ans: Answer) -> Answer:

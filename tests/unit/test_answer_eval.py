@@ -56,6 +56,41 @@ def test_score_correct_contradiction_and_refusal():
     assert not score(U, ans("Sunny.", path="rag")).refused
 
 
+def test_facts_shown_leave_out_only_the_yes_no_word():
+    no_verdict = score(Q, ans("The hall is closed on Sundays."))
+    assert no_verdict.facts and not no_verdict.correct  # right facts, no "No." in front
+    assert score(Q, ans("No, the hall is closed on Sundays.")).facts
+    assert not score(Q, ans("The hall opens at 9.")).facts  # the fact is missing
+    assert not score(Q, ans("Yes, it is open on Sundays.")).facts  # a contradiction
+    assert not score(Q, ans("Please ask the staff.", path="refusal")).facts
+    # Without a yes/no word expected, facts shown and correct are the same thing.
+    fee = EvalQuestion("q3", "en", "fee", "How much?", True, (("120 yuan",),), (), "x")
+    assert score(fee, ans("It costs 120 yuan.")).facts
+    assert not score(fee, ans("It costs 100 yuan.")).facts
+
+
+def test_summary_breaks_results_down_by_type_and_language():
+    from runtime.answer.evaluate import VariantResult
+
+    r = VariantResult("v")
+    r.scored = [
+        score(Q, ans("No, the hall is closed on Sundays.")),
+        score(Q, ans("The hall is closed on Sundays.")),
+        score(U, ans("Please ask the staff.", path="refusal")),
+    ]
+    s = r.summary()
+    assert s["correct"] == 1 and s["facts_shown"] == 2
+    assert s["by_type"]["negation"] == {
+        "questions": 2,
+        "answerable": 2,
+        "correct": 1,
+        "facts_shown": 2,
+        "refused": 0,
+    }
+    assert s["by_type"]["uncovered"]["refused"] == 1
+    assert s["by_language"]["en"]["questions"] == 3
+
+
 def test_without_check_restores_the_generated_text_only_where_the_check_replaced_it():
     replaced = ans(
         "quoted passage",
