@@ -279,10 +279,13 @@ class AnswerPipeline:
         timer = _Timer()
         trace = uuid.uuid4().hex[:16]
         try:
+            # Earlier turns are bounded like the question: the rewrite segments the last one.
+            limit = self.settings.max_question_chars
+            turns = [
+                replace(t, content=t.content[:limit]) for t in list(history)[-MAX_HISTORY_TURNS:]
+            ]
             with self._acquire() as store:
-                yield from self._run(
-                    store, question, list(history)[-MAX_HISTORY_TURNS:], timer, trace
-                )
+                yield from self._run(store, question, turns, timer, trace)
         except Exception as exc:  # noqa: BLE001 - last rung of the ladder: never fail a visitor
             log.exception("answer pipeline failed (trace %s)", trace)
             lang = self.languages[0]

@@ -226,6 +226,11 @@ def test_huge_question_and_third_language_are_bounded(store):
     assert len(a.question) <= 500 and a.path in ("extractive", "refusal", "faq")
     b = p.answer("Où est le guichet des passeports ?")
     assert b.path == "refusal" and b.text == HANDOFF["zh"] and b.language == "zh"
+    # An earlier turn is bounded like a question: the follow-up carries words of its first
+    # max_question_chars only.
+    huge = [Turn("user", "passport " * 100 + "wheelchair " * 20000)]
+    c = p.answer("How much does it cost?", huge)
+    assert c.rewritten == "How much does it cost? (passport)"
 
 
 def test_streaming_shows_the_passage_before_the_generated_words(store):
