@@ -32,8 +32,9 @@ class RetrieverSettings(Section):
     top_k: int = Field(default=5, ge=1, le=100)
     fusion: Literal["rrf"] = "rrf"
     rrf_k: int = Field(default=60, ge=1, le=1000)
-    rerank: Literal["none", "embedder", "generator"] = "none"
-    min_score: float = Field(default=0.0, ge=0.0)
+    # embedder: reorder the fused candidates by their best sentence's cosine to the question
+    # (runtime.knowledge.retrieval.EmbedderReranker); one embedder batch per question.
+    rerank: Literal["none", "embedder"] = "none"
 
 
 class QueryExpansionSettings(Section):

@@ -34,6 +34,7 @@ import numpy as np
 
 from runtime.inference.base import Embedder, GenerationRequest, Generator
 from runtime.knowledge.records import Hit
+from runtime.knowledge.retrieval import EmbedderReranker
 
 from . import faq as faq_mod
 from .answer_type import with_floor_heading
@@ -73,6 +74,7 @@ class PipelineSettings:
     top_k: int = 5
     mode: str = "hybrid"
     rrf_k: int = 60
+    rerank: str = "none"  # "embedder": reorder the fused candidates by sentence cosine
     compose: str = "generate"  # "quote": the quoted sentences are the answer, no generation
     context_passages: int = 0  # 0: only the quoted sentences; N: the N best passages
     prompt_style: str = "plain"
@@ -130,6 +132,7 @@ class PipelineSettings:
             s.top_k = experiment.retriever.top_k
             s.mode = experiment.retriever.mode
             s.rrf_k = experiment.retriever.rrf_k
+            s.rerank = experiment.retriever.rerank
             s.rewrite_with_history = experiment.query_expansion.rewrite_with_history
             s.hyde = experiment.query_expansion.hyde
             s.multi_hop = experiment.query_expansion.multi_hop
@@ -264,6 +267,7 @@ class AnswerPipeline:
         self._embed_pool = _DaemonWorker("kiosk-embed")
         self._store_lock = threading.Lock()  # one SQLite connection: serialise its use
         self.counters: dict[str, int] = {}
+        self._reranker = None if embedder is None else EmbedderReranker(embedder)
 
     # -- public -----------------------------------------------------------------------
     def answer(self, question: str, history: Sequence[Turn] = ()) -> Answer:
@@ -614,8 +618,18 @@ class AnswerPipeline:
         merged: dict[int, Hit] = {}
         for q, v in zip(queries, vectors, strict=True):
             mode = s.mode if (v is not None or s.mode == "keyword") else "keyword"
+            # Reranking embeds the candidates' sentences: only with a working embedder.
+            rerank = self._reranker if s.rerank == "embedder" and v is not None else None
             with self._store_lock:
-                found = store.search(q, v, k=s.top_k, mode=mode, rrf_k=s.rrf_k)
+                try:
+                    found = store.search(
+                        q, v, k=s.top_k, mode=mode, rrf_k=s.rrf_k, rerank=rerank
+                    )
+                except Exception as exc:  # noqa: BLE001 - the fused order still answers
+                    if rerank is None:
+                        raise
+                    notes.append(f"rerank failed ({type(exc).__name__}): fused order")
+                    found = store.search(q, v, k=s.top_k, mode=mode, rrf_k=s.rrf_k)
             for h in found:
                 if h.chunk_id not in merged or merged[h.chunk_id].score < h.score:
                     merged[h.chunk_id] = h

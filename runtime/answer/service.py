@@ -60,12 +60,8 @@ def _active_packs(cfg):
 
 
 def uses_generator(experiment) -> bool:
-    """Whether the experiment needs a generator: for answers, HyDE or reranking."""
-    return (
-        experiment.generator.compose == "generate"
-        or experiment.query_expansion.hyde
-        or experiment.retriever.rerank == "generator"
-    )
+    """Whether the experiment needs a generator: for answers or HyDE."""
+    return experiment.generator.compose == "generate" or experiment.query_expansion.hyde
 
 
 def build_service(

@@ -97,7 +97,7 @@ def test_chinese_question_gets_a_chinese_answer_with_citation(store):
 
 
 def test_a_topic_word_the_knowledge_never_uses_needs_strong_evidence(store):
-    """"library" lands near the hall's opening hours in embedding space; no document has it."""
+    """ "library" lands near the hall's opening hours in embedding space; no document has it."""
     q = "What are the opening hours of the city library?"
     a = make(store).answer(q)
     assert any("library" in n for n in a.notes)
@@ -143,6 +143,41 @@ def test_a_question_about_something_the_knowledge_never_names_is_refused(store):
     assert a.path == "refusal" and a.text == HANDOFF["en"]
     assert any("'director'" in n for n in a.notes)
     assert p.answer("Is the hall open on Sundays?").path == "extractive"
+
+
+def test_experiment_rerank_embedder_reorders_candidates_and_survives_a_broken_embedder(store):
+    q = "Is the hall open on Sundays?"
+    plain = make(store)
+    qv = plain.embedder.embed(q)
+    assert all(
+        "rerank_sentence_cosine" not in h.scores for h in plain._retrieve(store, q, qv, "en", [])
+    )
+    p = make(store, rerank="embedder")
+    hits = p._retrieve(store, q, qv, "en", [])
+    assert hits and all("rerank_sentence_cosine" in h.scores for h in hits)
+
+    class Broken(FakeEmbedder):
+        def embed_batch(self, texts):
+            raise RuntimeError("embedder gone")
+
+    broken = AnswerPipeline(
+        store, Broken(dim=64), None, settings=PipelineSettings(rerank="embedder")
+    )
+    notes: list[str] = []
+    hits = broken._retrieve(store, q, qv, "en", notes)
+    assert hits and any("rerank failed" in n for n in notes)
+
+
+def test_an_experiment_cannot_ask_for_a_rerank_stage_that_does_not_exist():
+    from pydantic import ValidationError
+
+    from kiosk_config.experiment import RetrieverSettings
+
+    assert RetrieverSettings(rerank="embedder").rerank == "embedder"
+    with pytest.raises(ValidationError):
+        RetrieverSettings(rerank="generator")
+    with pytest.raises(ValidationError):
+        RetrieverSettings(min_score=0.5)
 
 
 def test_followup_is_resolved_through_history(store):
@@ -361,7 +396,5 @@ def test_build_service_loads_a_generator_only_when_the_experiment_uses_one():
     quote = ExperimentConfig(id="q", generator={"compose": "quote"})
     assert not uses_generator(quote)
     assert uses_generator(ExperimentConfig(id="g", generator={"compose": "generate"}))
-    hyde = ExperimentConfig(
-        id="h", generator={"compose": "quote"}, query_expansion={"hyde": True}
-    )
+    hyde = ExperimentConfig(id="h", generator={"compose": "quote"}, query_expansion={"hyde": True})
     assert uses_generator(hyde)  # HyDE writes its hypothetical answer with the generator
