@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime.errors import ConfigError
+
 from .demo_store import DEMO_SOURCE, open_demo_store
 from .embedding import load_answer_embedder
 from .generation import load_answer_generator, prestart_answer_generator
@@ -64,6 +66,25 @@ def uses_generator(experiment) -> bool:
     return experiment.generator.compose == "generate" or experiment.query_expansion.hyde
 
 
+def with_experiment_generator(cfg, experiment):
+    """``cfg`` with ``[models] generator`` pinned to the experiment's ``generator.model`` (and
+    ``backend``) when it names one; "auto" leaves the choice to the config and the selector."""
+    gen = experiment.generator
+    if gen.model == "auto":
+        if gen.backend != "auto":
+            raise ConfigError(
+                f"experiment {experiment.id}: generator.backend = {gen.backend!r} needs a "
+                "generator.model",
+                hint="name the model as well (e.g. qwen2.5-coder-0.5b-instruct), or set "
+                "backend: auto",
+            )
+        return cfg
+    pin = gen.model if gen.backend == "auto" else f"{gen.model}:{gen.backend}"
+    out = cfg.model_copy(deep=True)
+    out.models.generator = pin
+    return out
+
+
 def build_service(
     cfg,
     *,
@@ -80,6 +101,7 @@ def build_service(
 
     if experiment is None:
         experiment = load_experiment(cfg.answer.experiment)
+    cfg = with_experiment_generator(cfg, experiment)
     gen_reason = "generator not requested"
     if with_generator is None:
         with_generator = uses_generator(experiment)

@@ -398,3 +398,25 @@ def test_build_service_loads_a_generator_only_when_the_experiment_uses_one():
     assert uses_generator(ExperimentConfig(id="g", generator={"compose": "generate"}))
     hyde = ExperimentConfig(id="h", generator={"compose": "quote"}, query_expansion={"hyde": True})
     assert uses_generator(hyde)  # HyDE writes its hypothetical answer with the generator
+
+
+def test_an_experiment_naming_a_generator_pins_it_for_answers():
+    from kiosk_config.experiment import ExperimentConfig
+    from kiosk_config.loader import load_config
+    from runtime.answer.service import with_experiment_generator
+    from runtime.errors import ConfigError
+
+    cfg = load_config()
+    before = cfg.models.generator
+    auto = ExperimentConfig(id="a")
+    assert with_experiment_generator(cfg, auto) is cfg  # the config and the selector choose
+    named = ExperimentConfig(id="n", generator={"model": "qwen2.5-coder-1.5b-instruct"})
+    assert with_experiment_generator(cfg, named).models.generator == "qwen2.5-coder-1.5b-instruct"
+    both = ExperimentConfig(
+        id="b", generator={"model": "qwen2.5-coder-0.5b-instruct", "backend": "openvino"}
+    )
+    pinned = with_experiment_generator(cfg, both)
+    assert pinned.models.generator == "qwen2.5-coder-0.5b-instruct:openvino"
+    assert cfg.models.generator == before  # the caller's config is left as it was
+    with pytest.raises(ConfigError, match="needs a generator.model"):
+        with_experiment_generator(cfg, ExperimentConfig(id="x", generator={"backend": "openvino"}))
