@@ -26,6 +26,7 @@ import platform
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,22 @@ TARGETS = {"passage_ms": 300.0, "first_words_ms": 1500.0}
 
 def pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 1) if values else None
+
+
+# The pipeline's notes when a generated answer gave way to the quote (runtime/answer/pipeline.py).
+_DEGRADED = (
+    "first words not ready by the deadline",
+    "generation over the turn's time limit",
+    "generator breaker open",
+    "generation queue full",
+    "failed its check",
+    "found no answer",
+    "generator failed",
+)
+
+
+def _degrade_reason(note: str) -> str | None:
+    return next((d for d in _DEGRADED if d in note), None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         p.settings.total_ms = max(p.settings.total_ms, 2 * args.deadline_ms)
     qs = load_questions(args.questions)[: args.limit]
     rows: dict[str, dict[str, list[float]]] = {}
+    reasons: Counter[str] = Counter()
 
     def record(path: str, key: str, ms: float) -> None:
         rows.setdefault(path, {}).setdefault(key, []).append(ms)
@@ -116,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
                         answer = ev.answer
                 total = (time.perf_counter() - t) * 1000
                 path = answer.path
+                for note in answer.notes:  # why a generated answer was not shown
+                    reason = _degrade_reason(note)
+                    if reason is not None:
+                        reasons[reason] += 1
                 if path == "extractive" and answer.generated:
                     path = "rag (replaced by quote)"
                 record(path, "passage_ms", passage if passage is not None else total)
@@ -152,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{f(r['total_ms_p50']):>10} "
             f"{f(r['total_ms_p95']):>8}"
         )
+    if reasons:
+        print(
+            "quote instead of generated words: "
+            + ", ".join(f"{k} {n}" for k, n in reasons.most_common())
+        )
     print(
         f"targets: passage shown ≤ {TARGETS['passage_ms']:.0f} ms, first generated words ≤ "
         f"{TARGETS['first_words_ms']:.0f} ms (p95)"
@@ -173,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             "experiment": p.settings.experiment_id,
         },
         "questions": len(qs),
+        "quote_instead_of_generated": dict(reasons),
         "repeat": args.repeat,
         "service_load_s": round(load_s, 2),
         "targets": TARGETS,
