@@ -24,6 +24,13 @@ _EN_CUES = re.compile(
     r"|\b(it|its|that|this|there|they|them|those)\b",
     re.IGNORECASE,
 )
+# Words that look like pointers back but are not: the "there" of "is there a cash machine?"
+# and the "it" of "is it possible to ...?" start questions of their own.
+_EN_NOT_CUES = re.compile(
+    r"\b(is|are|was|were|isn't|aren't)\s+there\b"
+    r"|\bis\s+it\s+(possible|ok|okay|allowed|necessary|true|free to)\b",
+    re.IGNORECASE,
+)
 _ZH_CUES = re.compile(r"^(那|那么|还有|另外|再|而且)|呢[？?]?$|^(这个|那个|它)|(这个|那个|它)")
 _MAX_SHORT_WORDS = 6
 _MAX_SHORT_CHARS = 8
@@ -36,7 +43,7 @@ def is_followup(question: str, language: str) -> bool:
         return bool(_ZH_CUES.search(q)) or len(core) <= _MAX_SHORT_CHARS
     words = re.findall(r"\w+", q)
     return (
-        bool(_EN_CUES.search(q))
+        bool(_EN_CUES.search(_EN_NOT_CUES.sub(" ", q)))
         or len(words) <= 3
         or (len(words) <= _MAX_SHORT_WORDS and q.lower().startswith("and"))
     )

@@ -163,6 +163,12 @@ def test_rewrite_followups_through_history():
     assert rewrite_with_history(full, history, "en") == full
     assert rewrite_with_history("And on Sundays?", [], "en") == "And on Sundays?"
     assert is_followup("How much does it cost?", "en")
+    # "Is there a …?" and "Is it possible to …?" start a question of their own: after a
+    # parking question, "Is there a cash machine in the building?" is not about parking.
+    assert not is_followup("Is there a cash machine in the building?", "en")
+    assert not is_followup("Is it possible to pay before I go back to my car?", "en")
+    assert is_followup("Can I park there?", "en")
+    assert is_followup("I have a pushchair. Is there a lift at that exit?", "en")
     assert decompose("How much is a passport? Where do I apply", "en") == [
         "How much is a passport",
         "Where do I apply",

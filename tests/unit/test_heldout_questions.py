@@ -119,7 +119,11 @@ def test_question_language_matches_lang_field(heldout):
 
 
 def test_answerable_sources_exist_and_state_the_facts(heldout):
-    for q in heldout:
+    check_sources(heldout)
+
+
+def check_sources(questions: list[EvalQuestion]) -> None:
+    for q in questions:
         if not q.answerable:
             continue
         assert q.source and q.source.startswith(f"docs/{q.lang}/"), q.id
@@ -165,7 +169,11 @@ def test_must_not_never_rejects_an_accepted_phrasing(heldout):
 
 
 def test_followup_histories_are_well_formed(heldout):
-    for q in heldout:
+    check_histories(heldout)
+
+
+def check_histories(questions: list[EvalQuestion]) -> None:
+    for q in questions:
         if not q.history:
             continue
         roles = [t.role for t in q.history]
@@ -178,3 +186,19 @@ def test_normalise_ignores_case_and_punctuation():
     assert normalise("Is the hall open on Sundays?") == normalise("is the HALL open on sundays")
     assert normalise("周日能来办事吗？") == normalise("周日能来办事吗?")
     assert normalise("周日能来办事吗") != normalise("周六能来办事吗")
+
+
+SWITCH = EVAL / "switch_questions.jsonl"
+
+
+def test_topic_switch_set_is_well_formed():
+    """switch_questions.jsonl: a new question after an unrelated turn, which must be answered
+    on its own (a regression guard for the follow-up rewrite, not a held-out set)."""
+    questions = load_questions(SWITCH)
+    assert len(questions) >= 12 and {q.lang for q in questions} == {"en", "zh"}
+    check_sources(questions)
+    check_histories(questions)
+    for q in questions:
+        assert q.type == "switch" and q.answerable and q.history, q.id
+        earlier = normalise(q.history[0].content)
+        assert normalise(q.question) != earlier, q.id
