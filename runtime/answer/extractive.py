@@ -113,12 +113,18 @@ def _with_header(sentence: str, header: tuple[str, ...] | None) -> str:
     if not header or len(header) != len(cells):
         return sentence
     zh = _CJK.search(sentence) is not None
-    parts = [f"{h} {c}" if h else c for h, c in zip(header[1:], cells[1:], strict=True)
-             if c and c not in ("—", "-", "–")]
+    parts = [
+        f"{h} {c}" if h else c
+        for h, c in zip(header[1:], cells[1:], strict=True)
+        if c and c not in ("—", "-", "–")
+    ]
     if not parts:
         return sentence
-    return cells[0] + ("：" if zh else ": ") + ("，" if zh else "; ").join(parts) + (
-        "。" if zh else "."
+    return (
+        cells[0]
+        + ("：" if zh else ": ")
+        + ("，" if zh else "; ").join(parts)
+        + ("。" if zh else ".")
     )
 
 
@@ -145,11 +151,30 @@ def _stemmer():
     return snowballstemmer.stemmer("english")
 
 
+# Irregular past forms Snowball leaves alone ("kept" is not "keep"), for the verbs a visitor
+# or a service page uses. Both sides of every match go through stem(), so this only joins.
+_IRREGULAR = dict(
+    pair.split(":")
+    for pair in (
+        "kept:keep paid:pay took:take taken:take brought:bring bought:buy gave:give given:give "
+        "got:get gotten:get made:make went:go gone:go held:hold sent:send spent:spend told:tell "
+        "sold:sell left:leave found:find lost:lose came:come written:write wrote:write "
+        "shown:show done:do chosen:choose drove:drive driven:drive "
+        "stolen:steal forgot:forget forgotten:forget broken:break broke:break "
+        "met:meet ran:run"
+    ).split()
+)
+
+
 @functools.lru_cache(maxsize=65536)
 def stem(word: str) -> str:
     """English Snowball stem ("thursdays" → "thursday", "closes" → "close"), as FTS5's porter
-    tokenizer matches; other words pass unchanged."""
-    return _stemmer().stemWord(word) if word.isascii() and len(word) > 3 else word
+    tokenizer matches, after irregular past forms ("kept" → "keep"); other words pass
+    unchanged."""
+    if not word.isascii():
+        return word
+    word = _IRREGULAR.get(word, word)
+    return _stemmer().stemWord(word) if len(word) > 3 else word
 
 
 def terms(text: str) -> set[str]:
@@ -321,7 +346,8 @@ def best_extract(
         # when the question names nothing of that label, the row answers another question.
         asked = terms(question) | terms(focus)
         scored = [
-            sc * ROW_OFF_SUBJECT if _row_label(s) is not None and not (terms(_row_label(s)) & asked)
+            sc * ROW_OFF_SUBJECT
+            if _row_label(s) is not None and not (terms(_row_label(s)) & asked)
             else sc
             for sc, s in zip(scored, sentences, strict=True)
         ]

@@ -225,6 +225,10 @@ def test_english_terms_match_by_stem_as_whole_words():
     assert contains("The hall closes at 17:30.", "close")
     assert not contains("The hall closes at 17:30.", "hal")  # no substring matches in English
     assert overlap(terms("open on Sundays"), "Closed on Sunday; opens Monday.") == 1.0
+    # Irregular past forms join their verb: "keep" finds "Items are kept for 30 days".
+    assert contains("Items are kept for 30 days.", next(iter(terms("keep"))))
+    assert contains("I took a queue number.", next(iter(terms("take"))))
+    assert not contains("Items are kept for 30 days.", next(iter(terms("key"))))
 
 
 def test_content_terms_leave_out_numbers_and_function_words():
