@@ -12,6 +12,7 @@ sentence gets a bonus).
 
 from __future__ import annotations
 
+import functools
 import re
 
 from runtime.knowledge.text import normalize
@@ -135,6 +136,7 @@ _ASKING_WORDS = {
 }
 
 
+@functools.lru_cache(maxsize=1)
 def all_asking_words() -> frozenset[str]:
     """The words that ask for any kind of answer."""
     return frozenset().union(*_ASKING_WORDS.values())

@@ -100,7 +100,9 @@ def rewrite_with_history(
     other follow-up keeps its own words, which say what it asks, and gets the topic words
     of the last question in brackets: "周六上午能来办吗？（身份证 到期）", not the last
     question whole, whose "在哪里" would make a question about a place of it. With no
-    topic word to carry, the follow-up is joined to the last question.
+    topic word to carry, or with ``joined``, the follow-up is joined to the last question:
+    that is the text to embed, since a bracketed word or two is too little for a sentence
+    encoder.
     """
     question = normalize_weekdays(question) if language == "zh" else question
     previous = [t.content for t in history if t.role == "user" and t.content.strip()]

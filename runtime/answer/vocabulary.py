@@ -86,7 +86,7 @@ def unknown_content_terms(store, question: str) -> list[str]:
     return [
         t
         for t in unknown
-        if not any(t in L and any(k in L and k != t for k in known) for L in longer)
+        if not any(t in whole and any(k in whole and k != t for k in known) for whole in longer)
     ]
 
 
