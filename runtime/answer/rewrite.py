@@ -114,8 +114,8 @@ def rewrite_with_history(
     swapped = _swap_day(last, question, language)
     if swapped is not None:
         return swapped
-    topic = carried_topic(last, question)
-    if topic and not joined:
+    topic = [] if joined else carried_topic(last, question)
+    if topic:
         if language == "zh":
             return f"{question.strip()}（{' '.join(topic)}）"
         return f"{question.strip()} ({' '.join(topic)})"
