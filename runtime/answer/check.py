@@ -106,12 +106,26 @@ _CARRIED = re.compile(r"\s*[（(][^（）()]*[）)]\s*$")
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*")
 
 
+def split_context(question: str) -> tuple[str, str]:
+    """(context, ask): the sentences a visitor says about themselves before the question, and
+    the question itself ("I'm opening a small noodle shop." / "What's the fee for the
+    business licence?"). A carried follow-up topic stays with the ask; one sentence is all ask.
+    """
+    q = question.strip()
+    carried = _CARRIED.search(q)
+    body = q[: carried.start()] if carried else q
+    parts = [p for p in _SENTENCE_END.split(body) if p.strip()]
+    if len(parts) < 2:
+        return "", q
+    ask = parts[-1].strip() + (carried.group(0) if carried else "")
+    return " ".join(p.strip() for p in parts[:-1]), ask
+
+
 def is_yes_no_question(question: str, language: str) -> bool:
     """Whether the question, read in its last sentence, asks for a yes or a no."""
-    q = _CARRIED.sub("", question.strip())
-    parts = [p for p in _SENTENCE_END.split(q) if p.strip()]
-    last = parts[-1] if parts else q
-    return bool((_YESNO_Q_ZH if language == "zh" else _YESNO_Q_EN).search(last.strip()))
+    _, ask = split_context(question)
+    last = _CARRIED.sub("", ask).strip()
+    return bool((_YESNO_Q_ZH if language == "zh" else _YESNO_Q_EN).search(last))
 
 
 def answer_polarity(answer: str) -> str | None:

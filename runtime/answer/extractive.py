@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from runtime.knowledge.text import compounds, normalize, query_terms
@@ -385,15 +385,16 @@ def best_extract(
     return best
 
 
-def support(question: str, quote: str, context: str = "") -> float:
+def support(question: str, quote: str, context: str = "", ignore: Iterable[str] = ()) -> float:
     """Share of the question's content terms that the quote, read in its ``context`` (the
     document title and section heading it sits under), covers (0..1), for the relevance gate.
 
     A row "Thursday | 08:30–20:00" under "Opening hours" of "The service hall" answers
     "what time does the hall close on Thursdays?": "hall" is in the title, and the words
     that only ask for a time ("time", "when", "几点") are covered by any clock time.
+    Words in ``ignore`` (ones no quote can hold) are left out of the count.
     """
-    asked = terms(question)
+    asked = terms(question) - terms(" ".join(ignore))
     if not asked:
         return 0.0
     kind = answer_type(question)

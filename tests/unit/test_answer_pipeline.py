@@ -110,6 +110,29 @@ def test_a_topic_word_the_knowledge_never_uses_needs_strong_evidence(store):
     assert a.path == "extractive" and not any("does not use" in n for n in a.notes)
 
 
+def test_unknown_words_in_the_visitors_situation_do_not_raise_the_bar(store):
+    """ "I'm opening a noodle shop." is about the visitor; the question after it is what the
+    gate reads. An unknown word in the question itself, or a question that leans on its
+    situation ("Can I get one here?"), still needs strong evidence."""
+    strict = make(store, min_combined_unknown=2.0, min_similarity=0.0)
+    a = strict.answer("I run a noodle shop nearby. Is the hall open on Sundays?")
+    assert a.path == "extractive", a.notes
+    assert any("situation words" in n and "noodle" in n for n in a.notes)
+    assert not any("does not use: " in n and "situation" not in n for n in a.notes)
+    # the same word in the question itself
+    b = strict.answer("I have a question. Is the noodle shop open on Sundays?")
+    assert b.path == "refusal" and any("does not use: noodle" in n for n in b.notes)
+    # the question names no topic of its own: the situation is its topic
+    c = strict.answer("I need a noodle permit for my shop. Can I get one here?")
+    assert c.path == "refusal" and not any("situation" in n for n in c.notes)
+
+
+def test_a_focus_word_after_the_visitors_situation_is_still_checked(store):
+    p = make(store, min_similarity=0.0, min_overlap=0.0, min_combined=0.0)
+    a = p.answer("I come here every week. Who is the director of the hall on Sundays?")
+    assert a.path == "refusal" and any("'director'" in n for n in a.notes)
+
+
 def test_faq_answers_directly_and_the_cache_serves_repeats(store):
     p = make(store)
     a = p.answer("Where can I park?")

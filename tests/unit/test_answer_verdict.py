@@ -44,9 +44,7 @@ DEMO_FAQ = Path(__file__).resolve().parents[2] / "kiosk_config" / "demo" / "faq.
         ),
         (
             "Does the cash machine accept Visa cards?",
-            [
-                "The cash machine (ATM) on the ground floor accepts UnionPay, Visa and Mastercard."
-            ],
+            ["The cash machine (ATM) on the ground floor accepts UnionPay, Visa and Mastercard."],
             "en",
             "yes",
             "Yes.",
@@ -269,9 +267,12 @@ def test_grammar_and_segmentation_pieces_are_not_unknown_topics():
             return [w for w in words if w not in self.known]
 
     # "she" and "doesn" are grammar; a question wrapped in them is not about something new.
-    assert unknown_content_terms(
-        Store(), "My mother is 70. Can she get a priority ticket so she doesn't have to wait?"
-    ) == []
+    assert (
+        unknown_content_terms(
+            Store(), "My mother is 70. Can she get a priority ticket so she doesn't have to wait?"
+        )
+        == []
+    )
     # 正门口 is cut into 正门 (known) + 门口: the pieces around a known word are segmentation.
     assert unknown_content_terms(Store(), "出租车能在正门口等我吗？") == []
     # A longer name with no known word inside stays unknown.
@@ -350,6 +351,27 @@ def test_yes_no_question_read_in_its_last_sentence(question, lang, expected):
     from runtime.answer.check import is_yes_no_question
 
     assert is_yes_no_question(question, lang) is expected
+
+
+@pytest.mark.parametrize(
+    ("question", "context", "ask"),
+    [
+        (
+            "I have a pushchair. Is there a lift at that exit?",
+            "I have a pushchair.",
+            "Is there a lift at that exit?",
+        ),
+        ("我腿脚不好。有轮椅吗？", "我腿脚不好。", "有轮椅吗？"),
+        ("Is the hall open on Sundays?", "", "Is the hall open on Sundays?"),
+        # a carried topic stays with the question it belongs to
+        ("I drive. Is it free? (car park)", "I drive.", "Is it free? (car park)"),
+        ("周日可以停吗？（停车）", "", "周日可以停吗？（停车）"),
+    ],
+)
+def test_split_context_separates_the_visitors_situation_from_the_question(question, context, ask):
+    from runtime.answer.check import split_context
+
+    assert split_context(question) == (context, ask)
 
 
 def test_a_followup_with_its_carried_topic_gets_a_verdict():
