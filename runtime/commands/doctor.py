@@ -31,8 +31,12 @@ def _model_rows(cfg, caps):
         return [{"model": "?", "error": str(exc)}]
     for mid, m in sorted(manifests.items()):
         variants = prepared_variants(cfg.paths.model_cache, m)
-        row = {"model": mid, "task": m.task, "prepared": sorted(variants.values()),
-               "variants": [v.name for v in m.variants]}
+        row = {
+            "model": mid,
+            "task": m.task,
+            "prepared": sorted(variants.values()),
+            "variants": [v.name for v in m.variants],
+        }
         try:
             plan = plan_placement(
                 caps, task=m.task, variants=variants, preference=cfg.devices.preference
@@ -85,7 +89,14 @@ def doctor(ctx: click.Context, as_json: bool, no_load: bool, measure: bool) -> N
             placement = {"model": cfg.models.embedder, "error": str(exc)}
     from runtime.inference.generator_select import doctor_report
 
+    answers = _answers_report(cfg)
+    if answers.get("pinned"):
+        from kiosk_config.experiment import load_experiment
+        from runtime.answer.service import with_experiment_generator
+
+        cfg = with_experiment_generator(cfg, load_experiment(cfg.answer.experiment))
     generation = doctor_report(cfg, measure=measure)
+    generation["answers"] = answers
     generation["worker"] = _worker_report(cfg, start=not no_load)
     data = {
         "cpu": {"model": report.cpu_model, "cores": report.cores, "flags": sorted(caps.cpu_flags)},
@@ -107,6 +118,27 @@ def doctor(ctx: click.Context, as_json: bool, no_load: bool, measure: bool) -> N
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
     _print_tables(data)
+
+
+def _answers_report(cfg) -> dict:
+    """What the answer experiment does with the generator: none loaded (the quote is the
+    answer), the choice below, or a model the experiment pins."""
+    from kiosk_config.experiment import load_experiment
+    from runtime.answer.service import uses_generator
+    from runtime.errors import KioskError
+
+    try:
+        exp = load_experiment(cfg.answer.experiment)
+    except KioskError as exc:
+        return {"error": str(exc)}
+    return {
+        "experiment": exp.id,
+        "compose": exp.generator.compose,
+        "uses_generator": uses_generator(exp),
+        "pinned": exp.generator.model != "auto",
+        "model": exp.generator.model,
+        "backend": exp.generator.backend,
+    }
 
 
 def _worker_report(cfg, *, start: bool) -> dict:
@@ -196,6 +228,19 @@ def _print_tables(d: dict) -> None:
     )
     for reason in g.get("reasons", []):
         con.print(f"  - {reason}")
+    a = g.get("answers") or {}
+    if a.get("error"):
+        con.print(f"  - answers: [red]{a['error']}[/]")
+    elif a and not a["uses_generator"]:
+        con.print(
+            f"  - answers: experiment {a['experiment']} shows the quoted passage "
+            f"(compose: {a['compose']}); `kiosk serve` loads no generator for answers"
+        )
+    elif a and a["pinned"]:
+        con.print(
+            f"  - answers: experiment {a['experiment']} pins {a['model']}"
+            + (f" on {a['backend']}" if a["backend"] != "auto" else "")
+        )
     w = g.get("worker") or {}
     if w.get("isolation") == "process":
         cap = f"{w['memory_cap_mb']} MB ({w['memory_limit']})" if w["memory_cap_mb"] else "none"
