@@ -1,11 +1,12 @@
 """The held-out grounded question sets (kiosk_config/demo/eval/heldout_questions.jsonl,
-fresh_questions.jsonl, fresh2_questions.jsonl and fresh3_questions.jsonl).
+fresh_questions.jsonl, fresh2_questions.jsonl, fresh3_questions.jsonl and fresh4_questions.jsonl).
 
 Accuracy on the dev set (grounded_questions.jsonl) is what the pipeline was tuned on, so
 answer accuracy is also reported on held-out sets. The first held-out set was later used while
 tuning too, so a fresh one was written without looking at how the pipeline answers; once that
 one had been tuned on as well, a second fresh set (fresh2) was written the same way. Fresh3 was
-written the same way again once fresh2 had been tuned on, and is kept unscored for the next round.
+written the same way again once fresh2 had been tuned on. Fresh4 was written the same way once all
+five earlier sets had been used while tuning, and is scored once, at the end of that round.
 These checks keep them all honest: each loads with the evaluator's own loader, is big and balanced
 enough to report, cites sections that really exist, states facts those sections really contain,
 and shares no question text with any other set.
@@ -30,13 +31,16 @@ HELDOUT = EVAL / "heldout_questions.jsonl"
 FRESH = EVAL / "fresh_questions.jsonl"
 FRESH2 = EVAL / "fresh2_questions.jsonl"
 FRESH3 = EVAL / "fresh3_questions.jsonl"
-ALL_SETS = (DEV, HELDOUT, FRESH, FRESH2, FRESH3)
+FRESH4 = EVAL / "fresh4_questions.jsonl"
+SWITCH = EVAL / "switch_questions.jsonl"
+ALL_SETS = (DEV, HELDOUT, FRESH, FRESH2, FRESH3, FRESH4, SWITCH)
 # file -> (id prefix, minimum size, exact size or None)
 HELDOUT_SETS = {
     HELDOUT: ("h", 80, None),
     FRESH: ("f", 70, 70),
     FRESH2: ("g", 70, 70),
     FRESH3: ("k", 70, 70),
+    FRESH4: ("m", 70, 70),
 }
 TYPES = {
     "yesno",
@@ -190,8 +194,6 @@ def test_normalise_ignores_case_and_punctuation():
     assert normalise("周日能来办事吗？") == normalise("周日能来办事吗?")
     assert normalise("周日能来办事吗") != normalise("周六能来办事吗")
 
-
-SWITCH = EVAL / "switch_questions.jsonl"
 
 
 def test_topic_switch_set_is_well_formed():
