@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import click
@@ -135,14 +136,17 @@ def answers(
     cfg = get_config(ctx)
     want_gen = generators != "none"
     svc = build_service(cfg, with_generator=want_gen)
-    store, knowledge = svc.pipeline.store, svc.knowledge
+    store, knowledge, scratch = svc.pipeline.store, svc.knowledge, None
     if benchmark == "zh-rgb":
         from runtime.answer.rgb import build_rgb_store, load_rgb
         from runtime.commands.evaluate import shared_data_dir
 
         rgb = load_rgb(shared_data_dir(data_dir), limit=limit)  # a small store for a small run
         all_qs = rgb.questions
-        store = build_rgb_store(rgb, svc.pipeline.embedder, say=lambda m: click.echo(m, err=True))
+        scratch = tempfile.TemporaryDirectory(prefix="kiosk-rgb-")  # removed at the end
+        store = build_rgb_store(
+            rgb, svc.pipeline.embedder, Path(scratch.name), say=lambda m: click.echo(m, err=True)
+        )
         knowledge = f"RGB zh passages ({len(rgb.passages)}; rows left out: {rgb.dropped or 0})"
         questions = shared_data_dir(data_dir) / "rag_zh_rgb" / "zh_refine_dev.jsonl"
     else:
@@ -280,8 +284,9 @@ def answers(
         out.write_text(
             json.dumps(report, indent=2, ensure_ascii=False, default=list), encoding="utf-8"
         )
-    if store is not svc.pipeline.store:
+    if scratch is not None:
         store.close()
+        scratch.cleanup()
     svc.close()
 
 

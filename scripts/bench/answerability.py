@@ -22,6 +22,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -67,8 +68,9 @@ def collect(sets: list[str], limit: int | None, data_dir: Path) -> list[dict]:
 
             rgb = load_rgb(data_dir)
             qs = rgb.questions
+            scratch = tempfile.TemporaryDirectory(prefix="kiosk-rgb-")  # gone at exit
             p = AnswerPipeline(
-                build_rgb_store(rgb, svc.pipeline.embedder, say=lambda m: None),
+                build_rgb_store(rgb, svc.pipeline.embedder, Path(scratch.name), say=lambda m: None),
                 svc.pipeline.embedder,
                 None,
                 settings=svc.pipeline.settings,
