@@ -51,7 +51,7 @@ from .rewrite import decompose, normalize_weekdays, rewrite_with_history
 from .static_faq import StaticFaq
 from .types import Answer, AnswerEvent, Source, Turn
 from .verdict import with_yes_no, yes_no
-from .vocabulary import content_terms, unknown_content_terms, unknown_focus
+from .vocabulary import situation_terms, unknown_content_terms, unknown_focus
 from .vocabulary import warm as warm_vocabulary
 
 log = logging.getLogger(__name__)
@@ -687,31 +687,23 @@ class AnswerPipeline:
     def _relevant(self, store, question: str, hits: list[Hit], extract, notes: list[str]) -> bool:
         s = self.settings
         best_sim = max((h.scores.get("vector_similarity", -1.0) for h in hits), default=-1.0)
-        # Words the knowledge never uses in what the visitor says about themselves before the
-        # question ("I'm opening a small noodle shop. What's the fee for the business
-        # licence?") are their situation, not a new topic: they neither raise the bar nor
-        # count against the quote's coverage. In the question itself they still do, and so
-        # they do in the context when the question names no topic of its own ("I need a
-        # certificate of no criminal record. Can I get one here?").
-        context, ask = split_context(question)
+        # Unknown words of the visitor's situation ("I'm opening a small noodle shop.") neither
+        # raise the bar nor count against the quote's coverage; in the question they still do.
         try:
             with self._store_lock:
                 unknown = unknown_content_terms(store, question)
-                in_ask = set(unknown_content_terms(store, ask)) if context and unknown else None
+                situation = situation_terms(store, question, unknown)
         except Exception as exc:  # noqa: BLE001 - the gate still works on similarity and overlap
             notes.append(f"vocabulary check failed: {type(exc).__name__}")
-            unknown, in_ask = [], None
-        if in_ask is not None and len(set(content_terms(ask)) - in_ask) < 2:
-            in_ask = None  # the question leans on its context: all of it is the topic
-        situation = [t for t in unknown if in_ask is not None and t not in in_ask]
+            unknown, situation = [], []
         if situation:
-            unknown = [t for t in unknown if t in in_ask]
+            unknown = [t for t in unknown if t not in situation]
             notes.append(f"situation words the knowledge does not use: {', '.join(situation[:5])}")
         cite = hits[extract.passage_index].citation
         coverage = support(question, extract.text, cite.section, ignore=situation)
         try:
             with self._store_lock:
-                focus = unknown_focus(store, ask)
+                focus = unknown_focus(store, split_context(question)[1])
         except Exception:  # noqa: BLE001 - as above
             focus = None
         if focus is not None:

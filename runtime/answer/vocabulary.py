@@ -90,6 +90,23 @@ def unknown_content_terms(store, question: str) -> list[str]:
     ]
 
 
+def situation_terms(store, question: str, unknown: list[str]) -> list[str]:
+    """The ``unknown`` words that only describe the visitor's situation: they sit in the
+    sentences before the question ("I'm opening a small noodle shop. What's the fee for the
+    business licence?"), not in the question itself. None when the question names fewer than
+    two topic words of its own ("I need a certificate of no criminal record. Can I get one
+    here?"): it leans on its context, so all of it is the topic."""
+    from .check import split_context  # here: check imports extractive, which imports us
+
+    context, ask = split_context(question)
+    if not context or not unknown:
+        return []
+    in_ask = set(unknown_content_terms(store, ask))
+    if len(set(content_terms(ask)) - in_ask) < 2:
+        return []
+    return [t for t in unknown if t not in in_ask]
+
+
 # The thing a question asks about, where English puts it: "what is the penalty…", "who is
 # the director…", "is there an ATM…", "do you have a pharmacy…". Chinese is left out:
 # its head noun comes last and jieba's tags do not find it reliably.
