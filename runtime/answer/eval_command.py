@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from runtime.cli import get_config
+from runtime.commands.shared_data import data_dir_option
 
 DEFAULT_QUESTIONS = (
     Path(__file__).resolve().parent.parent.parent
@@ -38,13 +39,7 @@ def _csv(value: str, cast=str) -> list:
     "RGB's Chinese news questions (half answerable, half with the answer passages left out, "
     "to be refused). Needs the shared data folder.",
 )
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Shared data folder for --benchmark/--faq-thresholds (default: $KIOSK_SHARED_DATA, "
-    "else ../shared/data beside the repository).",
-)
+@data_dir_option
 @click.option(
     "--prompts",
     default="plain",
@@ -138,17 +133,18 @@ def answers(
     svc = build_service(cfg, with_generator=want_gen)
     store, knowledge, scratch = svc.pipeline.store, svc.knowledge, None
     if benchmark == "zh-rgb":
-        from runtime.answer.rgb import build_rgb_store, load_rgb
-        from runtime.commands.evaluate import shared_data_dir
+        from runtime.answer.rgb import RGB_FILE, build_rgb_store, load_rgb
+        from runtime.commands.shared_data import shared_data_dir
 
-        rgb = load_rgb(shared_data_dir(data_dir), limit=limit)  # a small store for a small run
+        data = shared_data_dir(data_dir)
+        rgb = load_rgb(data, limit=limit)  # a small store for a small run
         all_qs = rgb.questions
         scratch = tempfile.TemporaryDirectory(prefix="kiosk-rgb-")  # removed at the end
         store = build_rgb_store(
             rgb, svc.pipeline.embedder, Path(scratch.name), say=lambda m: click.echo(m, err=True)
         )
         knowledge = f"RGB zh passages ({len(rgb.passages)}; rows left out: {rgb.dropped or 0})"
-        questions = shared_data_dir(data_dir) / "rag_zh_rgb" / "zh_refine_dev.jsonl"
+        questions = data / RGB_FILE
     else:
         all_qs = load_questions(questions)
     qs = sample(all_qs[:limit], sample_n)
@@ -247,7 +243,7 @@ def answers(
     console.print(table)
     console.print(_by_type_table(report["variants"]))
     if faq_thresholds:
-        from runtime.commands.evaluate import EvaluationDataError, shared_data_dir
+        from runtime.commands.shared_data import EvaluationDataError, shared_data_dir
 
         try:
             pairs = shared_data_dir(data_dir) / "faq_zh_question_pairs" / "pairs.tsv"

@@ -63,7 +63,7 @@ def _holds(passage: str, expected: tuple[tuple[str, ...], ...]) -> bool:
 
 def load_rgb(data_dir: Path, limit: int | None = None) -> RgbSet:
     """Questions and the passages of the store (see the module docstring for the split)."""
-    from runtime.commands.evaluate import EvaluationDataError, read_data_text
+    from runtime.commands.shared_data import EvaluationDataError, read_data_text
 
     path = data_dir / RGB_FILE
     rows = []

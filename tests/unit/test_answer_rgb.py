@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from runtime.answer.rgb import RGB_FILE, load_rgb
-from runtime.commands.evaluate import EvaluationDataError
+from runtime.commands.shared_data import EvaluationDataError
 
 
 def _write(folder: Path, rows: list) -> Path:
